@@ -13,6 +13,7 @@ import sys
 
 from trainer import __version__
 from trainer.errors import EXIT_ERROR, TrainerError
+from trainer.io import write_json_atomic
 
 # Subcommand modules in the order `--help` lists them (the order the pipeline runs them).
 COMMAND_MODULES = ("validate", "train", "evaluate", "gate", "promote", "rollback", "registry_status")
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trainer {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--result-json",
+        metavar="PATH",
+        help="write the step's small result (a JSON object) here; the Airflow backends read it as XCom",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="<step>")
     for name in COMMAND_MODULES:
         try:
@@ -64,14 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     _configure_logging(args.verbose)
+    args.result = {}
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
     except TrainerError as err:
         print(f"trainer {args.command}: error: {err}", file=sys.stderr)
-        return err.exit_code
+        args.result = {**args.result, "error": str(err)}
+        code = err.exit_code
     except KeyboardInterrupt:
         print(f"trainer {args.command}: interrupted", file=sys.stderr)
         return 130
+    if args.result_json:
+        write_json_atomic(args.result_json, {"command": args.command, "exit_code": code, **args.result})
+    return code
 
 
 if __name__ == "__main__":

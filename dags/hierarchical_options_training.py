@@ -1,0 +1,154 @@
+"""Nightly training and gating of the hierarchical options agent, one mapped chain per symbol.
+
+Per symbol: validate_data -> smoke_test -> smoke_gate -> full_train -> evaluate -> quality_gates
+-> register_model -> approve_promotion -> promote_model -> publish_report.
+
+Wiring only: the task bodies live in trainer/orchestration/pipeline.py, the step argv in
+trainer/orchestration/specs.py, and the backend (local subprocess or Kubernetes pod) is chosen by
+configs/pipeline.yaml `backend:` or TRAINER_BACKEND. Parsing reads configs/pipeline.yaml and imports
+nothing heavy (no torch, SB3, mlflow, great_expectations, pandas, KubernetesPodOperator).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task, task_group
+from airflow.task.trigger_rule import TriggerRule
+
+from trainer.orchestration import pipeline
+from trainer.orchestration.approval import PromotionApproval
+from trainer.orchestration.settings import load_settings
+from trainer.symbols import SYMBOL_PATTERN
+
+SETTINGS = load_settings()  # one small YAML file (plus env overrides); cheap at parse time
+GROUP = "symbol_pipeline"
+
+_retry = SETTINGS.retries
+TRAINING_RETRIES = {
+    "retries": _retry.training_count,
+    "retry_delay": timedelta(seconds=_retry.delay_seconds),
+    "retry_exponential_backoff": 2.0,  # 1, 2, 4 ... x delay, capped below
+    "max_retry_delay": timedelta(seconds=_retry.max_delay_seconds),
+}
+LONGEST_FULL_RUN = timedelta(minutes=max(p.full_timeout_minutes for p in SETTINGS.profiles.values()))
+
+PARAMS = {
+    "symbols": Param(
+        SETTINGS.defaults.symbols,
+        type="array",
+        items={"type": "string", "pattern": SYMBOL_PATTERN, "minLength": 1, "maxLength": 15},
+        minItems=1,
+        maxItems=50,
+        uniqueItems=True,
+        description="Tickers to train, one mapped chain each (A-Z, 0-9, '.', '-').",
+    ),
+    "profile": Param(
+        SETTINGS.defaults.profile,
+        type="string",
+        enum=sorted(SETTINGS.profiles),
+        description="Step counts from configs/pipeline.yaml: demo (minutes on 2 CPUs) or production.",
+    ),
+    "smoke_timesteps": Param(
+        None, type=["null", "integer"], minimum=1, description="Override the profile's smoke-stage steps."
+    ),
+    "full_timesteps": Param(
+        None, type=["null", "integer"], minimum=1, description="Override the profile's full-stage steps."
+    ),
+    "require_approval": Param(
+        SETTINGS.defaults.require_approval,
+        type="boolean",
+        description="Ask a human (Airflow HITL) before moving the champion alias.",
+    ),
+    "data_overrides": Param(
+        {},
+        type="object",
+        propertyNames={"pattern": SYMBOL_PATTERN},
+        additionalProperties={"type": "string", "minLength": 1, "maxLength": 1024, "pattern": r"^[^\x00-\x1f]+$"},
+        description="Optional {SYMBOL: CSV/Parquet path or s3://bucket/key} instead of the bundled data.",
+    ),
+}
+
+
+@dag(
+    dag_id="hierarchical_options_training",
+    description="Train, gate, register and promote the hierarchical options SAC agent per symbol",
+    schedule=SETTINGS.schedule,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    # One run at a time: two runs must never promote the same symbol concurrently (champion alias race).
+    max_active_runs=1,
+    tags=["training", "rl", "hierarchical-options", "mlflow"],
+    params=PARAMS,
+    default_args={
+        "owner": "ml-platform",
+        "retries": _retry.count,
+        "retry_delay": timedelta(seconds=_retry.delay_seconds),
+    },
+    doc_md=__doc__,
+)
+def hierarchical_options_training():
+    @task
+    def select_symbols(**context) -> list[str]:
+        return pipeline.select_symbols(context["params"])
+
+    @task_group(group_id=GROUP)
+    def symbol_pipeline(symbol: str):
+        @task
+        def validate_data(symbol: str, **context) -> dict:
+            return pipeline.validate_data(symbol, context)
+
+        @task(execution_timeout=timedelta(hours=1), **TRAINING_RETRIES)
+        def smoke_test(validated: dict, **context) -> dict:
+            return pipeline.train(validated, "smoke", context)
+
+        @task
+        def smoke_gate(smoke: dict, **context) -> dict:
+            return pipeline.smoke_gate(smoke, context)
+
+        @task(execution_timeout=LONGEST_FULL_RUN, **TRAINING_RETRIES)
+        def full_train(validated: dict, smoke_verdict: dict, **context) -> dict:
+            return pipeline.train(validated, "full", context)
+
+        @task
+        def evaluate(full: dict, **context) -> dict:
+            return pipeline.evaluate(full, context)
+
+        @task
+        def quality_gates(evaluated: dict, **context) -> dict:
+            return pipeline.quality_gates(evaluated, context)
+
+        @task
+        def register_model(verdict: dict, **context) -> dict:
+            return pipeline.register_model(verdict, context)
+
+        # Runs after a skipped approval (not required), not after a rejected one (that skips it directly).
+        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        def promote_model(registered: dict, **context) -> dict:
+            return pipeline.promote_model(registered, context)
+
+        # The report is published whenever the version was registered, promoted or not.
+        @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
+        def publish_report(registered: dict, **context) -> dict:
+            return pipeline.publish_report(registered, context)
+
+        validated = validate_data(symbol)
+        smoke = smoke_test(validated)
+        smoke_verdict = smoke_gate(smoke)
+        full = full_train(validated, smoke_verdict)
+        verdict = quality_gates(evaluate(full))
+        registered = register_model(verdict)
+        approval = PromotionApproval(
+            task_id="approve_promotion",
+            register_task_id=f"{GROUP}.register_model",
+            response_timeout=timedelta(days=2),
+        )
+        promoted = promote_model(registered)
+        registered >> approval >> promoted
+        promoted >> publish_report(registered)
+
+    symbol_pipeline.expand(symbol=select_symbols())
+
+
+hierarchical_options_training()

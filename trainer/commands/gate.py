@@ -1,0 +1,203 @@
+"""`trainer gate`: check a run's metrics against the quality gates of configs/gates.yaml.
+
+The run is a local run directory (docs/contracts.md: metrics from summary.json "metrics", merged
+with evaluation.json "metrics" when `trainer evaluate` wrote it) or an MLflow run id (the same two
+files, downloaded from the run's artifact root). Prints a table of the stage's gates and the
+verdict, writes the verdict JSON atomically, exits 0 pass / 1 fail / 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import EXIT_FAILED, EXIT_OK, TrainerError
+from trainer.io import write_json_atomic
+
+SUMMARY_FILE = "summary.json"
+EVALUATION_FILE = "evaluation.json"
+MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+_STATUS_STYLE = {"pass": "green", "fail": "red", "missing": "red", "not_applicable": "yellow"}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "gate",
+        help="check a run's metrics against the quality gates",
+        description=(
+            "Evaluate the smoke or full-stage quality gates (configs/gates.yaml) on a run's metrics. "
+            "Exit 0 when the verdict passes, 1 when a blocking gate fails or its metric is missing, "
+            "2 when the run or the gates file cannot be read."
+        ),
+    )
+    parser.add_argument(
+        "--run", required=True, metavar="RUN_ID_OR_DIR", help="local run directory or MLflow run id (32 hex characters)"
+    )
+    parser.add_argument("--stage", required=True, choices=("smoke", "full"), help="which gates to evaluate")
+    parser.add_argument("--gates", default="configs/gates.yaml", metavar="YAML", help="gates file (default: %(default)s)")
+    parser.add_argument(
+        "--required-tier",
+        choices=("minimum", "target"),
+        default="minimum",
+        help="full stage: tier whose blocking gates must all pass (target includes minimum; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help="verdict JSON (default: <run dir>/gate_<stage>.json; for an MLflow run id ./gate_<stage>.json)",
+    )
+    parser.set_defaults(handler=run)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the run's metrics
+# --------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise TrainerError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise TrainerError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise TrainerError(f"{path}: {what} must be a JSON object")
+    return payload
+
+
+def _metrics_of(payload: dict[str, Any], path: Path, what: str) -> dict[str, Any]:
+    metrics = payload.get("metrics")
+    if not isinstance(metrics, dict):
+        raise TrainerError(f"{path}: {what} has no \"metrics\" object")
+    return metrics
+
+
+def read_run_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary.json, merged metrics) of a folder holding summary.json and maybe evaluation.json.
+
+    evaluation.json's metrics override summary.json's where both name the same metric.
+    """
+    summary_path = folder / SUMMARY_FILE
+    summary = _read_json(summary_path, SUMMARY_FILE)
+    metrics = dict(_metrics_of(summary, summary_path, SUMMARY_FILE))
+    evaluation_path = folder / EVALUATION_FILE
+    if evaluation_path.exists():
+        metrics.update(_metrics_of(_read_json(evaluation_path, EVALUATION_FILE), evaluation_path, EVALUATION_FILE))
+    return summary, metrics
+
+
+def _download_mlflow_run(run_id: str, destination: Path) -> None:
+    """Copy the run's summary.json (required) and evaluation.json (if logged) into `destination`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SUMMARY_FILE, dst_path=str(destination))
+    except (MlflowException, OSError) as exc:
+        raise TrainerError(f"MLflow run {run_id}: cannot download {SUMMARY_FILE} ({exc})") from None
+    try:
+        mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=EVALUATION_FILE, dst_path=str(destination))
+    except (MlflowException, OSError):
+        pass  # optional: `trainer evaluate` has not run on this run yet; summary metrics alone are gated
+
+
+def load_run(run: str) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
+    """(summary, metrics, run directory or None for an MLflow run id)."""
+    path = Path(run)
+    if path.exists():
+        if not path.is_dir():
+            raise TrainerError(f"--run {run}: not a directory")
+        summary, metrics = read_run_files(path)
+        return summary, metrics, path
+    if MLFLOW_RUN_ID.match(run):
+        with tempfile.TemporaryDirectory(prefix="trainer-gate-") as tmp:
+            _download_mlflow_run(run, Path(tmp))
+            summary, metrics = read_run_files(Path(tmp))
+        return summary, metrics, None
+    raise TrainerError(f"--run {run}: no such run directory, and not an MLflow run id (32 hex characters)")
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+def _shown(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.6g}" if math.isfinite(value) else str(value)
+
+
+def _print(verdict: Any, run: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"gates: {verdict.stage} stage, run {run}", caption="* non-blocking")
+    table.add_column("gate", no_wrap=True)  # ids stay whole, so logs can be searched for them
+    table.add_column("tier", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("observed", justify="right")
+    table.add_column("threshold")
+    table.add_column("status", no_wrap=True)
+    for r in verdict.results:
+        table.add_row(
+            r.id,
+            r.tier if r.blocking else f"{r.tier}*",
+            r.metric,
+            _shown(r.observed),
+            f"{r.comparison} {r.threshold_shown}",
+            f"[{_STATUS_STYLE[r.status]}]{r.status}[/]",
+        )
+    # Logs (Airflow, CI) are not terminals: give them a width that fits the table unbroken.
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    console.print(table)
+    for r in verdict.results:
+        if r.status in ("missing", "not_applicable"):
+            console.print(f"{r.id}: {r.status}: {r.reason}")
+    summary = verdict.summary()
+    if verdict.passed:
+        console.print(f"[green]PASSED[/]: {verdict.stage} stage, tier reached: {verdict.tier_reached}")
+    else:
+        console.print(
+            f"[red]FAILED[/]: {verdict.stage} stage (required: {verdict.required_tier}), tier reached: "
+            f"{verdict.tier_reached}; blocking gates not passed: {', '.join(summary['blocking_failed']) or 'none passed'}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.evaluation.gates import evaluate_gates, load_gates
+
+    gates = load_gates(args.gates)  # a bad gates file fails before the run is read
+    summary, metrics, run_dir = load_run(args.run)
+    verdict = evaluate_gates(gates, metrics, args.stage, required_tier=args.required_tier)
+
+    if args.out:
+        out = Path(args.out)
+    elif run_dir is not None:
+        out = run_dir / f"gate_{args.stage}.json"
+    else:
+        out = Path.cwd() / f"gate_{args.stage}.json"
+    write_json_atomic(
+        out,
+        {
+            "run": args.run,
+            "run_status": summary.get("status"),
+            "gates_file": str(args.gates),
+            **verdict.to_dict(),
+        },
+    )
+    _print(verdict, args.run)
+    if summary.get("status") not in (None, "completed"):
+        print(f"note: the run's status is {summary.get('status')!r}")
+    args.result = {**verdict.summary(), "run": args.run, "verdict_path": str(out)}
+    return EXIT_OK if verdict.passed else EXIT_FAILED

@@ -1,0 +1,223 @@
+"""The options layer between SB3's SAC and the vectorised trading envs (a public VecEnvWrapper).
+
+Per env it keeps an `OptionEnvState` (active option, steps in it, accumulated reward, start state).
+Order of events per vectorised step:
+  1. `step_async` -> `select_actions`: SAC's action (computed on an observation that already names
+     the active option) is multiplied by that option's action_scale (seed Fix 1) and the option
+     turns it into the env's target exposure.
+  2. `step_wait`: rewards are accumulated into the option; below min_duration the option is forced
+     to continue (seed Fix 2), otherwise it ends with its termination probability. An ended
+     option's SMDP transition goes to the option buffer and the controller picks the next option.
+  3. The observation SAC sees is the env observation + a one-hot of the active option, so the
+     low-level policy knows which option it is executing (it learns one behaviour per option).
+Options are decided after observations arrive and before SAC acts, so SAC never acts under a
+stale option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from trainer.config import OPTION_NAMES, OptionsConfig
+from trainer.envs.layout import ObservationLayout
+from trainer.errors import NonFiniteError
+from trainer.hierarchy.controller import OptionsLearner
+from trainer.hierarchy.option_buffer import OptionReplayBuffer
+from trainer.options import availability_mask, build_options
+
+
+@dataclass
+class OptionEnvState:
+    """The option bookkeeping of one environment."""
+
+    action_scales: dict[int, float]
+    min_durations: dict[int, int]
+    active_option: int = -1
+    option_step_count: int = 0
+    accumulated_reward: float = 0.0
+    start_state: np.ndarray | None = None
+    start_mask: np.ndarray | None = None
+    memory: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptionUsage:
+    """Counters the monitor reads and resets every window (plus run totals)."""
+
+    num_options: int
+    steps: np.ndarray = None  # env steps spent per option
+    selections: np.ndarray = None
+    durations: list = None  # (option, duration) of completed options
+
+    def __post_init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = np.zeros(self.num_options, dtype=np.int64)
+        self.selections = np.zeros(self.num_options, dtype=np.int64)
+        self.durations = []
+
+
+class OptionVecEnv(VecEnvWrapper):
+    """:param venv: the trading envs; :param learner: the controller; :param cfg: `options:` config
+    :param layout: the env observation layout (decodes MarketState); :param buffer: where option
+    transitions go (None in evaluation); :param deterministic: argmax options and terminate at p >= 0.5
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        learner: OptionsLearner,
+        cfg: OptionsConfig,
+        layout: ObservationLayout,
+        buffer: OptionReplayBuffer | None = None,
+        deterministic: bool = False,
+        seed: int = 0,
+    ):
+        n_options = cfg.num_options
+        inner = venv.observation_space
+        observation_space = spaces.Box(
+            low=np.concatenate([inner.low, np.zeros(n_options, dtype=np.float32)]),
+            high=np.concatenate([inner.high, np.ones(n_options, dtype=np.float32)]),
+            dtype=np.float32,
+        )
+        super().__init__(venv, observation_space=observation_space)
+        self.learner = learner
+        self.cfg = cfg
+        self.layout = layout
+        self.buffer = buffer
+        self.deterministic = deterministic
+        self.options = build_options(cfg)
+        self.rng = np.random.default_rng(seed)
+        scales = {i: float(cfg.option_block(i).action_scale) for i in range(n_options)}
+        durations = {i: int(cfg.option_block(i).min_duration) for i in range(n_options)}
+        self.env_states = [OptionEnvState(dict(scales), dict(durations)) for _ in range(self.num_envs)]
+        self.window = OptionUsage(n_options)
+        self.totals = OptionUsage(n_options)
+        self._last_obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- VecEnv API
+
+    def reset(self) -> np.ndarray:
+        obs = self._check_finite(self.venv.reset(), "observation after reset")
+        for i in range(self.num_envs):
+            self._start_option(i, obs)
+        self._last_obs = obs
+        return self._augment(obs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = self.select_actions(np.asarray(actions))
+        self.venv.step_async(self._actions)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        obs = self._check_finite(obs, "observation")
+        self._check_finite(rewards, "reward")
+        for i in range(self.num_envs):
+            state = self.env_states[i]
+            self.window.steps[state.active_option] += 1
+            self.totals.steps[state.active_option] += 1
+            state.accumulated_reward += (self.cfg.gamma**state.option_step_count) * float(rewards[i])
+            state.option_step_count += 1
+            if dones[i]:
+                terminal = infos[i].get("terminal_observation", obs[i])
+                truncated = bool(infos[i].get("TimeLimit.truncated", False))
+                infos[i]["terminal_observation"] = self._augment_one(terminal, state.active_option)
+                self._end_option(i, terminal, episode_done=not truncated)
+                self._start_option(i, obs)
+            elif self._terminates(i, obs):
+                self._end_option(i, obs[i], episode_done=False)
+                self._start_option(i, obs)
+            infos[i]["option"] = self.env_states[i].active_option
+        self._last_obs = obs
+        return self._augment(obs), rewards, dones, infos
+
+    # ---------------------------------------------------------------- the seed's select_actions
+
+    def select_actions(self, sac_actions: np.ndarray) -> np.ndarray:
+        """Scale each env's SAC action by its option's action_scale, then let the option shape it."""
+        if not np.all(np.isfinite(sac_actions)):
+            raise NonFiniteError(f"SAC produced a non-finite action: {sac_actions.tolist()}")
+        states = self.layout.market_state(self._last_obs)
+        actions = np.zeros((self.num_envs, 1), dtype=np.float32)
+        for env_idx, state in enumerate(self.env_states):
+            option_idx = state.active_option
+            action_scale = state.action_scales.get(option_idx, 1.0)
+            scaled_action = float(sac_actions[env_idx].reshape(-1)[0]) * action_scale
+            option = self.options[option_idx]
+            actions[env_idx, 0] = option.target_exposure(scaled_action, states.at(env_idx), state.memory)
+        return actions
+
+    # ---------------------------------------------------------------- option lifecycle
+
+    def _terminates(self, env_idx: int, obs: np.ndarray) -> bool:
+        state = self.env_states[env_idx]
+        min_duration = state.min_durations.get(state.active_option, 0)
+        if state.option_step_count < min_duration:
+            return False  # seed Fix 2: forced continuation, whatever the option says
+        market = self.layout.market_state(obs[env_idx])
+        term_prob = self.options[state.active_option].termination_probability(
+            state.option_step_count, market, state.memory
+        )
+        if self.deterministic:
+            return term_prob >= 0.5
+        return bool(self.rng.random() < term_prob)
+
+    def _end_option(self, env_idx: int, next_obs: np.ndarray, episode_done: bool) -> None:
+        state = self.env_states[env_idx]
+        self.window.durations.append((state.active_option, state.option_step_count))
+        self.totals.durations.append((state.active_option, state.option_step_count))
+        if self.buffer is not None:
+            self.buffer.add(
+                state.start_state,
+                state.active_option,
+                state.start_mask,
+                state.accumulated_reward,
+                state.option_step_count,
+                np.asarray(next_obs, dtype=np.float32),
+                episode_done,
+            )
+
+    def _start_option(self, env_idx: int, obs: np.ndarray) -> None:
+        market = self.layout.market_state(obs[env_idx])
+        mask = availability_mask(self.options, market)[0]
+        option = int(self.learner.select_options(obs[env_idx : env_idx + 1], mask[None], self.deterministic)[0])
+        state = self.env_states[env_idx]
+        state.active_option = option
+        state.option_step_count = 0
+        state.accumulated_reward = 0.0
+        state.start_state = np.array(obs[env_idx], dtype=np.float32)
+        state.start_mask = mask
+        state.memory = {}
+        self.window.selections[option] += 1
+        self.totals.selections[option] += 1
+
+    # ---------------------------------------------------------------- observations
+
+    def active_options(self) -> np.ndarray:
+        return np.array([s.active_option for s in self.env_states], dtype=np.int64)
+
+    def _augment_one(self, obs: np.ndarray, option: int) -> np.ndarray:
+        one_hot = np.zeros(self.cfg.num_options, dtype=np.float32)
+        one_hot[option] = 1.0
+        return np.concatenate([np.asarray(obs, dtype=np.float32), one_hot])
+
+    def _augment(self, obs: np.ndarray) -> np.ndarray:
+        one_hot = np.zeros((self.num_envs, self.cfg.num_options), dtype=np.float32)
+        one_hot[np.arange(self.num_envs), self.active_options()] = 1.0
+        return np.concatenate([obs.astype(np.float32), one_hot], axis=1)
+
+    @staticmethod
+    def _check_finite(values: np.ndarray, what: str) -> np.ndarray:
+        if not np.all(np.isfinite(values)):
+            bad = np.argwhere(~np.isfinite(np.atleast_2d(values)))[0].tolist()
+            raise NonFiniteError(f"non-finite {what} from the environment at [env, index] {bad}")
+        return values
+
+    def option_names(self) -> tuple[str, ...]:
+        return OPTION_NAMES

@@ -1,0 +1,190 @@
+"""The body of each DAG task, per symbol. The DAG file only wires these together.
+
+Every function takes the upstream results (small dicts, passed as XCom) and the Airflow context,
+builds the step's TaskSpec, runs it on the configured backend and returns a small dict. Settings
+are read here, at task run time, so a changed configs/pipeline.yaml or TRAINER_BACKEND applies to
+the next task without re-parsing the DAG.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from trainer.orchestration import specs
+from trainer.orchestration.backends import run_step
+from trainer.orchestration.outcome import StepVerdictNo
+from trainer.orchestration.settings import PipelineSettings, load_settings
+from trainer.symbols import validate_symbol
+
+log = logging.getLogger(__name__)
+
+
+def _data_source(params: Any, symbol: str) -> str | None:
+    overrides = params.get("data_overrides") or {}
+    return overrides.get(symbol)
+
+
+def select_symbols(params: Any) -> list[str]:
+    """The symbols of this run (already schema-checked at trigger time; checked again here)."""
+    symbols = [validate_symbol(s) for s in params["symbols"]]
+    unknown = set(params.get("data_overrides") or {}) - set(symbols)
+    if unknown:
+        raise AirflowFailException(f"data_overrides names symbols not in this run: {sorted(unknown)}")
+    return symbols
+
+
+def validate_data(symbol: str, context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    params = context["params"]
+    symbol = validate_symbol(symbol)
+    profile = params["profile"]
+    settings.profile(profile)
+    data = _data_source(params, symbol)
+    report_dir = specs.join_uri(settings.runs_root(), symbol, "validation", specs.safe_run_id(context["run_id"]))
+    spec = specs.validate_spec(symbol, profile, settings, report_dir, data)
+    try:
+        result = run_step(spec, context, settings)
+    except StepVerdictNo as exc:
+        failures = exc.result.get("failures")
+        log.error("market data for %s is invalid (%s); report: %s", symbol, failures, report_dir)
+        raise AirflowFailException(
+            f"data validation failed for {symbol} (source: {data or 'bundled'}): {failures}; "
+            f"nothing is trained for {symbol}. Report: {report_dir}"
+        ) from exc
+    if result.get("passed") is not True:
+        raise AirflowFailException(f"trainer validate exited 0 but did not report passed=true: {result}")
+    return {
+        "symbol": symbol,
+        "profile": profile,
+        "data": data,
+        "data_digest": specs.clean_digest(result.get("data_digest"), "data digest"),
+        "rows": result.get("rows"),
+        "report_dir": report_dir,
+    }
+
+
+def train(validated: dict[str, Any], stage: specs.Stage, context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    """Train one stage into its run key; a retry or a re-run with the same key resumes / reuses."""
+    settings = settings or load_settings()
+    symbol, profile = validated["symbol"], validated["profile"]
+    steps = specs.stage_steps(settings, profile, stage, context["params"].get(f"{stage}_timesteps"))
+    config_hash = specs.compute_config_hash(settings, symbol, profile, steps)
+    key = specs.RunKey(symbol, validated["data_digest"], config_hash, profile, stage)
+    run_dir = key.under(settings.runs_root())
+    log.info(
+        "%s training of %s: %s steps, %s envs, eval every %s; run key %s -> %s",
+        stage, symbol, steps.total_timesteps, steps.n_envs, steps.eval_freq, key.relpath, run_dir,
+    )
+    spec = specs.train_spec(symbol, profile, settings, key, validated.get("data"), steps)
+    try:
+        result = run_step(spec, context, settings)
+    except StepVerdictNo as exc:
+        raise AirflowFailException(
+            f"{stage} training of {symbol} ended with verdict no ({exc.result.get('status') or exc.result.get('error')}); "
+            f"see {run_dir}/summary.json"
+        ) from exc
+    status = str(result.get("status", ""))
+    if status != "completed":
+        raise AirflowFailException(f"{stage} training of {symbol} did not complete: status {status!r}; see {run_dir}")
+    reported = result.get("config_hash")
+    if reported and not str(reported).startswith(config_hash[:8]) and not config_hash.startswith(str(reported)[:8]):
+        log.warning("trainer reported config hash %s, the run key uses %s", reported, config_hash)
+    return {
+        "symbol": symbol,
+        "profile": profile,
+        "stage": stage,
+        "data": validated.get("data"),
+        "run_key": key.relpath,
+        "run_dir": run_dir,
+        "config_hash": config_hash,
+        "data_digest": validated["data_digest"],
+        "mlflow_run_id": result.get("mlflow_run_id"),
+    }
+
+
+def smoke_gate(smoke: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    spec = specs.gate_spec(smoke["run_dir"], "smoke", settings)
+    try:
+        result = run_step(spec, context, settings)
+    except StepVerdictNo as exc:
+        raise AirflowFailException(
+            f"smoke gate failed for {smoke['symbol']}: {exc.result.get('failures') or exc.result}; "
+            f"no full training. Details: {smoke['run_dir']}/gate_smoke.json"
+        ) from exc
+    return {"symbol": smoke["symbol"], "passed": True, "run_dir": smoke["run_dir"]}
+
+
+def evaluate(full: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    result = run_step(specs.evaluate_spec(full["run_dir"], settings, full.get("data")), context, settings)
+    return {**full, "evaluation": {k: v for k, v in result.items() if not isinstance(v, (dict, list))}}
+
+
+def quality_gates(evaluated: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    """The full-stage gates. A failed gate is a result, not a task failure: the version is still registered."""
+    settings = settings or load_settings()
+    spec = specs.gate_spec(evaluated["run_dir"], "full", settings)
+    try:
+        result = run_step(spec, context, settings)
+        passed = True
+    except StepVerdictNo as exc:
+        result, passed = exc.result, False
+        log.warning(
+            "quality gates FAILED for %s: %s; the version is registered with failed gate tags and not promoted",
+            evaluated["symbol"],
+            result.get("failures") or result,
+        )
+    return {
+        "symbol": evaluated["symbol"],
+        "run_dir": evaluated["run_dir"],
+        "run_key": evaluated["run_key"],
+        "passed": passed,
+    }
+
+
+def register_model(verdict: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    result = run_step(specs.register_spec(verdict["run_dir"], settings), context, settings)
+    passed = bool(result.get("passed"))
+    if passed != verdict["passed"]:
+        raise AirflowFailException(
+            f"registry says passed={passed} but quality_gates said passed={verdict['passed']} for {verdict['run_dir']}"
+        )
+    return {
+        "symbol": verdict["symbol"],
+        "run_dir": verdict["run_dir"],
+        "run_key": verdict["run_key"],
+        "model_name": result.get("model_name"),
+        "version": result.get("version"),
+        "passed": passed,
+    }
+
+
+def promote_model(registered: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    if not registered.get("passed"):
+        raise AirflowSkipException(
+            f"{registered['model_name']} v{registered['version']} failed its quality gates: registered with "
+            "failed gate tags, not promoted"
+        )
+    approved = "approved by a human" if context["params"].get("require_approval") else "no approval required"
+    reason = f"airflow {context['dag'].dag_id} run {context['run_id']}: gates passed, {approved} ({registered['run_key']})"
+    spec = specs.promote_spec(registered["symbol"], registered["version"], reason, settings)
+    try:
+        result = run_step(spec, context, settings)
+    except StepVerdictNo as exc:
+        raise AirflowSkipException(
+            f"promotion policy kept the current champion for {registered['symbol']}: "
+            f"{exc.result.get('reason') or exc.result.get('error') or exc.result}"
+        ) from exc
+    return {"symbol": registered["symbol"], **{k: v for k, v in result.items() if not isinstance(v, (dict, list))}}
+
+
+def publish_report(registered: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    settings = settings or load_settings()
+    result = run_step(specs.report_spec(registered["run_dir"], settings), context, settings)
+    return {"symbol": registered["symbol"], "report_md": result.get("report_md"), "report_html": result.get("report_html")}

@@ -1,0 +1,243 @@
+"""What one pipeline step runs: the `trainer` argv, resources and environment (backend-neutral).
+
+One builder per step turns (symbol, profile, settings, run key) into a `TaskSpec`; the local
+backend runs the argv as a subprocess, the kubernetes backend as a pod. `--result-json` is not
+part of the argv: each backend adds it with a path it can read back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trainer import __version__
+from trainer.orchestration.settings import PipelineSettings, StageSteps
+from trainer.symbols import validate_symbol
+
+Stage = Literal["smoke", "full"]
+Accelerator = Literal["cpu", "gpu"]
+
+_DIGEST_RE = re.compile(r"^(?:[a-z0-9]+:)?([A-Za-z0-9]{12,128})$")
+_RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: str
+    memory: str
+    gpu: int = 0
+
+
+@dataclass(frozen=True)
+class SecretEnvRef:
+    """Env var `env` <- key `key` of Kubernetes Secret `secret`: a reference, never a value."""
+
+    env: str
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One `trainer` invocation.
+
+    :param step: pipeline step name (validate, smoke_train, full_train, smoke_gate, ...)
+    :param argv: arguments after `trainer` (subcommand first; `--result-json` is added by the backend)
+    :param resources: what the step needs (the kubernetes backend turns it into requests/limits)
+    :param accelerator: cpu or gpu placement (node selector and tolerations from the settings)
+    :param env: plain environment variables (no secrets)
+    :param secret_env: environment variables filled from Kubernetes Secrets by reference
+    """
+
+    step: str
+    argv: tuple[str, ...]
+    resources: Resources
+    accelerator: Accelerator = "cpu"
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: tuple[SecretEnvRef, ...] = ()
+
+    @property
+    def command(self) -> str:
+        return self.argv[0]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Idempotency key of a training run: same inputs -> same run directory -> reuse.
+
+    Layout: <SYMBOL>/<digest[:12]>-<config_hash[:8]>-v<code_version>/<profile>/<stage>.
+    """
+
+    symbol: str
+    data_digest: str
+    config_hash: str
+    profile: str
+    stage: Stage
+    code_version: str = __version__
+
+    def __post_init__(self) -> None:
+        validate_symbol(self.symbol)
+        object.__setattr__(self, "data_digest", clean_digest(self.data_digest, "data digest"))
+        object.__setattr__(self, "config_hash", clean_digest(self.config_hash, "config hash", min_len=8))
+        if self.stage not in ("smoke", "full"):
+            raise ValueError(f"run key: unknown stage {self.stage!r}")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", self.profile):
+            raise ValueError(f"run key: invalid profile name {self.profile!r}")
+        if not re.fullmatch(r"[0-9A-Za-z.+_-]{1,32}", self.code_version):
+            raise ValueError(f"run key: invalid code version {self.code_version!r}")
+
+    @property
+    def relpath(self) -> str:
+        return (
+            f"{self.symbol}/{self.data_digest[:12]}-{self.config_hash[:8]}-v{self.code_version}"
+            f"/{self.profile}/{self.stage}"
+        )
+
+    def under(self, runs_root: str) -> str:
+        return join_uri(runs_root, self.relpath)
+
+
+def clean_digest(value: Any, what: str, min_len: int = 12) -> str:
+    """A hex/alnum digest safe to put in a path (an optional `sha256:` prefix is dropped)."""
+    match = _DIGEST_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match or len(match.group(1)) < min_len:
+        raise ValueError(f"{what} {value!r} is not a digest (expected >= {min_len} letters/digits)")
+    return match.group(1)
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join path parts onto a local path or an s3:// prefix with '/'."""
+    return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def safe_run_id(run_id: str) -> str:
+    """An Airflow run id (manual__2025-01-01T00:00:00+00:00) as one path segment."""
+    return _RUN_ID_UNSAFE.sub("_", run_id).strip("._") or "run"
+
+
+def stage_steps(
+    settings: PipelineSettings, profile: str, stage: Stage, total_timesteps: int | None = None
+) -> StageSteps:
+    """The profile's step counts for a stage, with the run's optional total-timesteps override."""
+    steps = settings.profile(profile).stage(stage)
+    if total_timesteps is not None:
+        if int(total_timesteps) < 1:
+            raise ValueError(f"{stage} total_timesteps must be >= 1, got {total_timesteps}")
+        steps = steps.model_copy(update={"total_timesteps": int(total_timesteps)})
+    return steps
+
+
+def stage_overrides(symbol: str, settings: PipelineSettings, profile: str, steps: StageSteps) -> dict[str, Any]:
+    """Config overrides a `trainer train` of this stage applies (so they belong in the config hash)."""
+    overrides: dict[str, Any] = {
+        "data.symbol": validate_symbol(symbol),
+        "training.total_timesteps": steps.total_timesteps,
+        "training.n_envs": steps.n_envs,
+        "training.eval_freq": steps.eval_freq,
+    }
+    seed = settings.profile(profile).seed
+    if seed is not None:
+        overrides["training.seed"] = seed
+    return overrides
+
+
+def compute_config_hash(settings: PipelineSettings, symbol: str, profile: str, steps: StageSteps) -> str:
+    """Config hash of the run with the stage's step counts applied (read at task run time)."""
+    from trainer.config import load_config  # pydantic models; cheap, but kept out of DAG parsing
+
+    config = load_config(settings.local_config_path(profile), stage_overrides(symbol, settings, profile, steps))
+    return config.config_hash()
+
+
+# ------------------------------------------------------------------------------------------------
+# One builder per step
+# ------------------------------------------------------------------------------------------------
+
+
+def _base(settings: PipelineSettings, accelerator: Accelerator) -> dict[str, Any]:
+    if settings.backend == "kubernetes":
+        assert settings.kubernetes is not None
+        k8s = settings.kubernetes
+        placement = k8s.gpu if accelerator == "gpu" else k8s.cpu
+        res = placement.resources
+        return {
+            "resources": Resources(cpu=res.cpu, memory=res.memory, gpu=res.gpu),
+            "accelerator": accelerator,
+            "env": dict(k8s.env),
+            "secret_env": tuple(SecretEnvRef(s.env, s.secret, s.key) for s in k8s.secret_env),
+        }
+    return {"resources": Resources(cpu="1", memory="2Gi"), "accelerator": accelerator}
+
+
+def _data_args(data: str | None) -> list[str]:
+    return ["--data", data] if data else []
+
+
+def validate_spec(
+    symbol: str, profile: str, settings: PipelineSettings, report_dir: str, data: str | None = None
+) -> TaskSpec:
+    argv = [
+        "validate",
+        "--symbol", validate_symbol(symbol),
+        "--config", settings.step_config_path(profile),
+        *_data_args(data),
+        "--report-dir", report_dir,
+    ]
+    return TaskSpec(step="validate_data", argv=tuple(argv), **_base(settings, "cpu"))
+
+
+def train_spec(
+    symbol: str,
+    profile: str,
+    settings: PipelineSettings,
+    run_key: RunKey,
+    data: str | None = None,
+    steps: StageSteps | None = None,
+) -> TaskSpec:
+    """Smoke training on CPU, full training on GPU (kubernetes); `--resume` makes retries continue."""
+    if run_key.symbol != symbol or run_key.profile != profile:
+        raise ValueError(f"run key {run_key.relpath} does not belong to {symbol}/{profile}")
+    prof = settings.profile(profile)
+    steps = steps or prof.stage(run_key.stage)
+    argv = [
+        "train",
+        "--config", settings.step_config_path(profile),
+        "--symbol", symbol,
+        "--profile", profile,
+        "--stage", run_key.stage,
+        "--total-timesteps", str(steps.total_timesteps),
+        "--n-envs", str(steps.n_envs),
+        "--eval-freq", str(steps.eval_freq),
+        "--output-dir", run_key.under(settings.runs_root()),
+        *_data_args(data),
+        "--resume",
+    ]
+    if prof.seed is not None:
+        argv += ["--seed", str(prof.seed)]
+    accelerator: Accelerator = "gpu" if run_key.stage == "full" else "cpu"
+    return TaskSpec(step=f"{run_key.stage}_train", argv=tuple(argv), **_base(settings, accelerator))
+
+
+def gate_spec(run_dir: str, stage: Stage, settings: PipelineSettings) -> TaskSpec:
+    return TaskSpec(step=f"{stage}_gate", argv=("gate", "--run", run_dir, "--stage", stage), **_base(settings, "cpu"))
+
+
+def evaluate_spec(run_dir: str, settings: PipelineSettings, data: str | None = None) -> TaskSpec:
+    argv = ("evaluate", "--run", run_dir, *_data_args(data))
+    return TaskSpec(step="evaluate", argv=argv, **_base(settings, "cpu"))
+
+
+def register_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
+    return TaskSpec(step="register_model", argv=("register", "--run", run_dir), **_base(settings, "cpu"))
+
+
+def promote_spec(symbol: str, version: int | str, reason: str, settings: PipelineSettings) -> TaskSpec:
+    if not str(version).isdigit():
+        raise ValueError(f"model version must be a positive integer, got {version!r}")
+    argv = ("promote", "--symbol", validate_symbol(symbol), "--version", str(version), "--reason", reason)
+    return TaskSpec(step="promote_model", argv=argv, **_base(settings, "cpu"))
+
+
+def report_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
+    return TaskSpec(step="publish_report", argv=("report", "--run", run_dir), **_base(settings, "cpu"))

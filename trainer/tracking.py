@@ -1,0 +1,63 @@
+"""Where MLflow lives: the one place that reads MLFLOW_* and TRAINER_STATE_DIR.
+
+Embedded default (no server): a sqlite store and local artifacts under $TRAINER_STATE_DIR/mlflow
+(default ./state/mlflow). Remote: set MLFLOW_TRACKING_URI=http://host:port (the registry follows
+it unless MLFLOW_REGISTRY_URI says otherwise); artifacts then go wherever the server says.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EXPERIMENT_NAME = "hierarchical-options"
+
+
+def state_dir() -> Path:
+    """Root of local state (runs, MLflow store, Airflow home); $TRAINER_STATE_DIR or ./state."""
+    return Path(os.environ.get("TRAINER_STATE_DIR", "state")).resolve()
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = state_dir() / "mlflow"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def registry_uri() -> str:
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri()
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri
+
+
+def configure_mlflow(experiment: str = EXPERIMENT_NAME) -> str:
+    """Point mlflow at the tracking/registry URIs and make sure the experiment exists.
+
+    With the local sqlite store the experiment's artifact root is set explicitly, so artifacts
+    never land in ./mlruns of whatever directory the process happened to start in.
+    Returns the experiment id.
+    """
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(registry_uri())
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is not None:
+        mlflow.set_experiment(experiment_id=existing.experiment_id)
+        return existing.experiment_id
+    artifact_location = None
+    if is_local_store(uri):
+        artifact_location = (state_dir() / "mlflow" / "artifacts").as_uri()
+    try:
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
