@@ -101,7 +101,7 @@ class Agent:
             action, _ = self.sac.predict(obs, deterministic=True)
             obs, _, dones, infos = venv.step(action)
             info = infos[0]
-            timestamps.append(info["timestamp"] if not dones[0] else _terminal_timestamp(features, len(returns)))
+            timestamps.append(info["timestamp"])  # DummyVecEnv keeps the step's info on auto-reset
             returns.append(info["portfolio_return"])
             positions.append(info["position"])
             bar_returns.append(info["bar_return"])
@@ -153,12 +153,6 @@ class Agent:
             for name, param in module.state_dict().items():
                 if torch.is_tensor(param) and param.is_floating_point() and not torch.isfinite(param).all():
                     raise NonFiniteError(f"{label} parameter {name} is not finite; the model is not saved")
-
-
-def _terminal_timestamp(features: FeatureFrame, step: int) -> str:
-    """The bar a final step lands on (the env's info after auto-reset describes the new episode)."""
-    first = features.index.get_loc(features.index[0])
-    return str(features.index[min(first + step + 1, len(features) - 1)])
 
 
 def load_agent(model_dir: str | Path) -> Agent:

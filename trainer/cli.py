@@ -16,7 +16,7 @@ from trainer.errors import EXIT_ERROR, TrainerError
 from trainer.io import write_json_atomic
 
 # Subcommand modules in the order `--help` lists them (the order the pipeline runs them).
-COMMAND_MODULES = ("validate", "train", "evaluate", "gate", "promote", "rollback", "registry_status")
+COMMAND_MODULES = ("validate", "train", "evaluate", "gate", "register", "promote", "rollback", "report", "registry_status")
 
 
 def build_parser() -> argparse.ArgumentParser:

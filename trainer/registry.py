@@ -45,6 +45,8 @@ TIER_RANK = {"none": 0, "minimum": 1, "target": 2}
 MODEL_PREFIX = {"hierarchical_sac": "hierarchical-options", "sac": "phase-a-baseline"}
 
 LOCK_TAG = "promotion.lock"
+METRIC_TAG = "metric."  # `metric.test.sharpe` etc.: what must_beat_champion compares
+_TAGGED_METRIC_PREFIXES = ("test.", "baseline.", "buy_and_hold.", "stats.", "eval.")
 _LOCK_WAIT_S = 60.0  # how long a promotion waits for another one on the same model
 _LOCK_LEASE_S = 120.0  # a remote lock older than this was left by a crashed process
 _LOCK_SETTLE_S = 0.5  # > one HTTP round trip: a racing writer's tag is visible by the re-read
@@ -62,6 +64,7 @@ class PromotionPolicyLike(Protocol):
     required_tier: str
     must_beat_champion: bool
     require_human_approval: bool
+    # champion_metric (default "test.sharpe") is read with getattr: older policies lack it.
 
 
 @dataclass(frozen=True)
@@ -82,10 +85,13 @@ class VersionInfo:
     version: int
     passed: bool
     tier_reached: str
-    test_sharpe: float
+    metrics: dict[str, float]  # from the `metric.<name>` tags
     data_digest: str
     data_end: str
     run_id: str
+
+    def metric(self, name: str) -> float:
+        return self.metrics.get(name, math.nan)
 
     @classmethod
     def from_model_version(cls, mv: Any) -> "VersionInfo":
@@ -94,7 +100,7 @@ class VersionInfo:
             version=int(mv.version),
             passed=tags.get("verdict") == "passed",
             tier_reached=tags.get("tier_reached", "none"),
-            test_sharpe=_to_float(tags.get("test_sharpe")),
+            metrics={k[len(METRIC_TAG):]: _to_float(v) for k, v in tags.items() if k.startswith(METRIC_TAG)},
             data_digest=tags.get("data_digest", ""),
             data_end=tags.get("data_end", ""),
             run_id=mv.run_id or "",
@@ -366,7 +372,9 @@ class _RunFacts:
 def _read_run(run_dir: Path) -> _RunFacts:
     summary = _read_json(run_dir / "summary.json", "summary.json")
     gate = _read_json(run_dir / "gate_full.json", "gate_full.json (run `trainer gate --stage full` first)")
-    verdict = gate.get("verdict", gate)
+    verdict = gate.get("verdict", gate)  # `trainer gate` writes the verdict at the top level
+    if verdict.get("stage", "full") != "full":
+        raise TrainerError(f"{run_dir / 'gate_full.json'}: stage is {verdict.get('stage')!r}, expected 'full'")
     metrics = dict(summary.get("metrics") or {})
     evaluation_path = run_dir / "evaluation.json"
     if evaluation_path.exists():
@@ -387,6 +395,14 @@ def _gate_tags(verdict: dict[str, Any]) -> dict[str, str]:
             f"{result.get('status')}: {shown} {result.get('comparison', '')} {result.get('threshold_shown', '')}".strip()
         )
     return tags
+
+
+def _metric_tags(metrics: dict[str, Any]) -> dict[str, str]:
+    return {
+        f"{METRIC_TAG}{key}": repr(float(value))
+        for key, value in metrics.items()
+        if key.startswith(_TAGGED_METRIC_PREFIXES) and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 def _key_metrics_text(metrics: dict[str, Any]) -> str:
@@ -472,7 +488,7 @@ def register_run(run_dir: str | Path, actor: str = "trainer") -> RegisteredVersi
                 "profile": str(summary.get("profile")),
                 "trials_count": str(trials),
                 "data_end": facts.data_end,
-                "test_sharpe": repr(_to_float(facts.metrics.get("test.sharpe"))),
+                **_metric_tags(facts.metrics),
                 **_gate_tags(facts.verdict),
             }
             if report_uri:
@@ -591,11 +607,14 @@ def plan_promotion(
         _check_not_older(candidate, champion, name)
         same_window = candidate.data_digest == champion.data_digest
         # Sharpe ratios on different test windows are not comparable; then newer data decides
-        # (checked above) and the Sharpe comparison is skipped.
-        if policy.must_beat_champion and same_window and not candidate.test_sharpe >= champion.test_sharpe:
+        # (checked above) and the comparison is skipped. A tie passes (>=): an equally good model
+        # on the same data may replace the champion. A missing value (NaN) never passes.
+        metric = getattr(policy, "champion_metric", "test.sharpe")
+        ours, theirs = candidate.metric(metric), champion.metric(metric)
+        if policy.must_beat_champion and same_window and not ours >= theirs:
             raise PromotionRefused(
-                f"{name} v{candidate.version} test Sharpe {candidate.test_sharpe:.4f} does not beat champion "
-                f"v{champion.version} ({champion.test_sharpe:.4f}) on the same test window"
+                f"{name} v{candidate.version} {metric} {ours:.4f} does not beat champion "
+                f"v{champion.version} ({theirs:.4f}) on the same test window"
             )
     return PromotionPlan(name, validate_symbol(symbol), candidate, champion_version, actor, reason, approved_by)
 
@@ -735,7 +754,7 @@ def registry_status(symbol: str, last_records: int = 10) -> dict[str, Any]:
                     "version": info.version,
                     "verdict": "passed" if info.passed else "failed",
                     "tier_reached": info.tier_reached,
-                    "test_sharpe": None if math.isnan(info.test_sharpe) else info.test_sharpe,
+                    "test_sharpe": None if math.isnan(info.metric("test.sharpe")) else info.metric("test.sharpe"),
                     "data_end": info.data_end,
                     "aliases": sorted(by_version.get(info.version, [])),
                     "run_id": info.run_id,

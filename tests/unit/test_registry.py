@@ -17,7 +17,6 @@ import sys
 import textwrap
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +45,11 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
-@dataclass(frozen=True)
-class Policy:
-    """Stands in for trainer.evaluation.gates.PromotionPolicy (same three fields)."""
+def Policy(**fields):
+    """The real policy model of configs/gates.yaml's `promotion:` section."""
+    from trainer.evaluation.gates import PromotionPolicy
 
-    required_tier: str = "minimum"
-    must_beat_champion: bool = True
-    require_human_approval: bool = False
+    return PromotionPolicy(**fields)
 
 
 # ------------------------------------------------------------------------------------------
@@ -110,11 +107,12 @@ def make_run(root: Path, model_dir: Path, symbol: str, *, passed: bool = True, t
     }))
     results = [
         {"id": "test_sharpe_min", "metric": "test.sharpe", "observed": sharpe, "comparison": ">",
-         "threshold_shown": "0.0", "status": "passed" if passed else "failed", "tier": "minimum", "blocking": True},
+         "threshold_shown": "0.0", "status": "pass" if passed else "fail", "tier": "minimum", "blocking": True},
     ]
-    (run_dir / "gate_full.json").write_text(json.dumps({"verdict": {
-        "stage": "full", "passed": passed, "tier_reached": tier if passed else "none", "results": results,
-    }}))
+    (run_dir / "gate_full.json").write_text(json.dumps({  # the layout `trainer gate` writes
+        "stage": "full", "required_tier": "minimum", "passed": passed, "tier_reached": tier if passed else "none",
+        "results": results,
+    }))
     (run_dir / "evaluation.json").write_text(json.dumps({
         "metrics": {"test.sharpe": sharpe, "test.total_return": 0.1, "buy_and_hold.sharpe": 0.4},
         "split": "test", "periods_per_year": 252.0, "baseline": {"source": "trained", "model_uri": None},
@@ -162,8 +160,8 @@ def test_register_tags_challenger_and_idempotency(local_store, model_dir, runs):
     assert mv.tags["verdict"] == "passed" and mv.tags["tier_reached"] == "target"
     assert mv.tags["data_end"] == "2018-06-29T00:00:00"
     assert mv.tags["trials_count"] == "1" and mv.tags["data_digest"] == "digest-1"
-    assert mv.tags["gate.test_sharpe_min"] == "passed: 0.7 > 0.0"
-    assert float(mv.tags["test_sharpe"]) == 0.7
+    assert mv.tags["gate.test_sharpe_min"] == "pass: 0.7 > 0.0"
+    assert float(mv.tags["metric.test.sharpe"]) == 0.7 and float(mv.tags["metric.buy_and_hold.sharpe"]) == 0.4
     assert "Verdict: passed" in mv.description and "test.sharpe 0.700" in mv.description
     # Source is the run's LoggedModel (the sqlite store keeps no model_id column on versions).
     assert mv.source.startswith("models:/m-") and mv.run_id == json.loads((run_dir / "summary.json").read_text())["mlflow_run_id"]
@@ -290,10 +288,10 @@ def test_error_mid_promotion_keeps_previous_champion(local_store, model_dir, run
 
 _PROMOTER = textwrap.dedent("""
     import json, sys, time
-    from types import SimpleNamespace
+    from trainer.evaluation.gates import PromotionPolicy
     from trainer.registry import promote, PromotionRefused
     symbol, version, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-    policy = SimpleNamespace(required_tier="minimum", must_beat_champion=False, require_human_approval=False)
+    policy = PromotionPolicy(required_tier="minimum", must_beat_champion=False, require_human_approval=False)
     time.sleep(max(0.0, start_at - time.time()))
     try:
         move = promote(symbol, version, actor=f"proc-{version}", reason="race", policy=policy, algorithm="sac")
@@ -441,3 +439,42 @@ def test_remote_unreachable_mid_promotion_keeps_champion(remote_store, model_dir
     finally:
         remote_store.start()
     assert champion_of("DOWNA") == v1.version
+
+
+# ------------------------------------------------------------------------------------------
+# The commands (local store)
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_register_promote_status_rollback(local_store, model_dir, runs, tmp_path):
+    from trainer.cli import main
+
+    def call(*argv: str) -> tuple[int, dict]:
+        out = tmp_path / "result.json"
+        code = main(["--result-json", str(out), *argv])
+        return code, json.loads(out.read_text())
+
+    failed = make_run(runs, model_dir, "CLIA", passed=False, algorithm="hierarchical_sac")
+    code, result = call("register", "--run", str(failed))
+    assert code == 0 and result["model_name"] == "hierarchical-options-CLIA" and result["passed"] is False
+    code, result = call("promote", "--symbol", "CLIA", "--version", "1", "--gates", str(REPO / "configs/gates.yaml"))
+    assert code == 1 and "did not pass" in result["refused"]
+
+    first = make_run(runs, model_dir, "CLIA", data_end="2018-01-31", algorithm="hierarchical_sac")
+    second = make_run(runs, model_dir, "CLIA", data_end="2018-02-28", algorithm="hierarchical_sac")
+    assert call("register", "--run", str(first))[1]["version"] == 2
+    assert call("promote", "--symbol", "CLIA", "--reason", "gate passed", "--actor", "airflow")[0] == 0
+    assert call("register", "--run", str(second))[1]["version"] == 3
+    code, result = call("promote", "--symbol", "CLIA", "--reason", "gate passed")
+    assert code == 0 and (result["version"], result["from_version"]) == (3, 2)
+
+    code, result = call("registry-status", "--symbol", "CLIA")
+    (model,) = result["models"]
+    assert code == 0 and model["aliases"] == {"challenger": 3, "champion": 3}
+    assert [v["verdict"] for v in model["versions"]] == ["failed", "passed", "passed"]
+
+    code, result = call("rollback", "--symbol", "CLIA", "--reason", "drift")
+    assert code == 0 and result["version"] == 2
+    assert call("rollback", "--symbol", "CLIA")[0] == 1  # nothing before v2
+    assert call("promote", "--symbol", "bad symbol!")[0] == 2
+    assert call("promote", "--symbol", "NOPE", "--version", "1")[0] == 2

@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
         "--run", required=True, metavar="RUN_ID_OR_DIR", help="local run directory or MLflow run id (32 hex characters)"
     )
     parser.add_argument("--stage", required=True, choices=("smoke", "full"), help="which gates to evaluate")
-    parser.add_argument("--gates", default="configs/gates.yaml", metavar="YAML", help="gates file (default: %(default)s)")
+    parser.add_argument(
+        "--gates", default="configs/gates.yaml", metavar="YAML", help="gates file (default: %(default)s)"
+    )
     parser.add_argument(
         "--required-tier",
         choices=("minimum", "target"),
@@ -164,13 +166,13 @@ def _print(verdict: Any, run: str) -> None:
     for r in verdict.results:
         if r.status in ("missing", "not_applicable"):
             console.print(f"{r.id}: {r.status}: {r.reason}")
-    summary = verdict.summary()
+    not_passed = ", ".join(verdict.summary()["blocking_failed"]) or "none passed"
     if verdict.passed:
         console.print(f"[green]PASSED[/]: {verdict.stage} stage, tier reached: {verdict.tier_reached}")
     else:
         console.print(
             f"[red]FAILED[/]: {verdict.stage} stage (required: {verdict.required_tier}), tier reached: "
-            f"{verdict.tier_reached}; blocking gates not passed: {', '.join(summary['blocking_failed']) or 'none passed'}"
+            f"{verdict.tier_reached}; blocking gates not passed: {not_passed}"
         )
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trainer.errors import DataError
+
 # Longest look-back of any feature (MACD: EMA 26 + signal EMA 9, minus one).
 FEATURE_WARMUP_BARS = 34
 
@@ -96,7 +98,10 @@ def compute_features(
     window = raw.iloc[keep]
     if len(window) and window.isna().any().any():
         bad = window.columns[window.isna().any()].tolist()
-        raise ValueError(f"features {bad} are undefined after the warm-up; is the data validated?")
+        raise DataError(
+            f"features {bad} are undefined after the warm-up (NaN or missing prices in the data); "
+            "run `trainer validate` on it"
+        )
 
     has_sentiment = "sentiment" in df.columns
     has_sl = "sl_confidence" in df.columns

@@ -158,7 +158,8 @@ def _fetch_s3(source: str) -> tuple[str, bytes]:
         "403": "access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
     }
     try:
-        client = boto3.client("s3", config=config)
+        # A new session per load: the default session caches credentials from the first call.
+        client = boto3.session.Session().client("s3", config=config)
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))

@@ -36,13 +36,16 @@ def split_sizes(n_rows: int, split_cfg: SplitConfig) -> tuple[int, int, int]:
 
 
 def required_rows(window_size: int, split_cfg: SplitConfig) -> int:
-    """Fewest total rows such that every split has window_size + FEATURE_WARMUP_BARS + 2 bars."""
+    """Fewest total rows N such that N or more rows give every split at least
+    window_size + FEATURE_WARMUP_BARS + 2 bars."""
     per_split = window_size + FEATURE_WARMUP_BARS + _STEP_BARS
     smallest_share = min(split_cfg.train, split_cfg.eval, split_cfg.test)
-    # Start just below the real-valued answer and walk up: the floors make a closed form fragile.
-    n_rows = max(3 * per_split, math.floor(per_split / smallest_share) - 3)
-    while min(split_sizes(n_rows, split_cfg)) < per_split:
-        n_rows += 1
+    # Every split holds at least floor(N * share) >= N * share - 1 rows, so from this N on all
+    # sizes are large enough; walk down while one row fewer still works. (The floors make the
+    # sizes non-monotonic in N, so the first N that works is not always safe for N + 1.)
+    n_rows = math.ceil((per_split + 1) / smallest_share)
+    while min(split_sizes(n_rows - 1, split_cfg)) >= per_split:
+        n_rows -= 1
     return n_rows
 
 

