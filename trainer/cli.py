@@ -80,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"trainer {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: keep the traceback, but end on one clear line
+        import traceback
+
+        traceback.print_exc()
+        print(f"trainer {args.command}: internal error: {type(exc).__name__}: {exc} (a bug; please report it "
+              "with the traceback above)", file=sys.stderr)
+        args.result = {**args.result, "error": f"internal error: {type(exc).__name__}: {exc}"}
+        code = EXIT_ERROR
     if args.result_json:
         write_json_atomic(args.result_json, {"command": args.command, "exit_code": code, **args.result})
     return code

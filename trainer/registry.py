@@ -465,6 +465,11 @@ def register_run(run_dir: str | Path, actor: str = "trainer") -> RegisteredVersi
                 raise TrainerError(f"{run_dir}: MLflow run {run_id} is not in this tracking store") from None
             raise
         _ensure_registered_model(client, name, symbol)
+        # Logging the model takes seconds, so it happens before the lock; two racing registrations
+        # of one run may both log it, and the version then points at whichever is found first.
+        model_id = _logged_agent_model_id(client, run_id)
+        if model_id is None:
+            model_id = log_agent_model(run_dir / "model", run_id).model_id
         with model_lock(client, name):
             # Idempotency: a run is registered at most once (key: its MLflow run id).
             existing = client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'")
@@ -472,9 +477,6 @@ def register_run(run_dir: str | Path, actor: str = "trainer") -> RegisteredVersi
                 info = VersionInfo.from_model_version(existing[0])
                 return RegisteredVersion(name, info.version, info.passed, info.tier_reached, run_id, info.data_end, False)
 
-            model_id = _logged_agent_model_id(client, run_id)
-            if model_id is None:
-                model_id = log_agent_model(run_dir / "model", run_id).model_id
             trials = len(client.search_model_versions(f"name = '{name}'")) + 1
             report_uri = _report_uri(client, run_id)
             tags = {

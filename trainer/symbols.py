@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 
+from trainer.errors import TrainerError
+
 # Upper-case letters, digits, dots and dashes (BRK.B, RDS-A), 1 to 15 characters, no leading punctuation.
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,14}$"
 _SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 
-class InvalidSymbolError(ValueError):
+class InvalidSymbolError(TrainerError, ValueError):
     """A ticker that does not match SYMBOL_PATTERN."""
 
 

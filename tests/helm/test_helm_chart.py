@@ -111,7 +111,7 @@ def test_every_manifest_validates_strictly_against_kubernetes_1_30(rendered_sets
 def test_production_renders_network_policies(rendered_sets):
     policies = [d for d in rendered_sets["production-gpu"] if d["kind"] == "NetworkPolicy"]
     assert len(policies) == 2
-    trainer = next(p for p in policies if p["metadata"]["namespace"] == "trainer-jobs")
+    trainer = next(p for p in policies if p["metadata"]["namespace"] == "trainer")
     ports = {port["port"] for rule in trainer["spec"]["egress"] for port in rule.get("ports", [])}
     assert ports == {53, 5000, 443}, "trainer egress must be DNS, MLflow and S3 only"
     assert not [d for d in rendered_sets["default"] if d["kind"] == "NetworkPolicy"]
@@ -122,7 +122,7 @@ def test_gpu_limits_only_in_production(rendered_sets):
     container = prod["spec"]["containers"][0]
     assert container["name"] == "base", "KubernetesPodOperator merges into the container named 'base'"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert prod["spec"]["nodeSelector"]["node-pool"] == "gpu"
+    assert prod["spec"]["nodeSelector"]["workload"] == "gpu"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in prod["spec"]["tolerations"]
     default = training_pod(rendered_sets["default"])
     assert "nvidia.com/gpu" not in default["spec"]["containers"][0]["resources"].get("limits", {})
@@ -133,7 +133,7 @@ def test_pipeline_configmap_matches_the_pod_template(rendered_sets):
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-pipeline"))["data"]
     pod = training_pod(docs)
     assert config["TRAINER_BACKEND"] == "kubernetes"
-    assert config["TRAINER_K8S_NAMESPACE"] == pod["metadata"]["namespace"] == "trainer-jobs"
+    assert config["TRAINER_K8S_NAMESPACE"] == pod["metadata"]["namespace"] == "trainer"
     assert config["TRAINER_K8S_SERVICE_ACCOUNT"] == pod["spec"]["serviceAccountName"]
     assert config["TRAINER_K8S_IMAGE"] == pod["spec"]["containers"][0]["image"]
     assert yaml.safe_load(config["TRAINER_K8S_RESOURCES"]) == pod["spec"]["containers"][0]["resources"]

@@ -1,13 +1,15 @@
 """A throwaway PostgreSQL server on loopback for tests: Debian's PostgreSQL binaries, `initdb` in a temp dir.
 
-    with postgres_server(tmp_dir) as pg:
+    with postgres_server() as pg:
         pg.create_database("mlflow")
-        uri = pg.sqlalchemy_uri("mlflow")      # postgresql://postgres@127.0.0.1:PORT/mlflow
+        uri = pg.sqlalchemy_uri("mlflow")      # postgresql+psycopg2://postgres@127.0.0.1:PORT/mlflow
         with pg.connect("mlflow") as conn:     # psycopg2, autocommit
             ...
 
 Recipe from shared/PLATFORM_NOTES.md: `initdb` refuses to run as root, so as root the cluster is
 created and run as the `postgres` system user (runuser); as any other user it runs as that user.
+The cluster lives in its own temp dir under the system temp root (pytest's tmp dirs are 0700 to
+root, which `postgres` cannot enter) and is removed at teardown.
 Trust authentication, TCP on 127.0.0.1 only, the Unix socket in the temp dir (not /var/run), a
 free port. Teardown is `pg_ctl stop -m fast`, then SIGKILL of the postmaster's process group
 if it is still there.
@@ -22,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,7 +68,8 @@ class PostgresServer:
     user: str = SUPERUSER
 
     def sqlalchemy_uri(self, database: str) -> str:
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
+        # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3; the venv ships psycopg2(-binary).
+        return f"postgresql+psycopg2://{self.user}@{self.host}:{self.port}/{database}"
 
     def connect(self, database: str = "postgres") -> Any:
         """A psycopg2 connection in autocommit mode (each query sees the latest committed state)."""
@@ -101,15 +105,23 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def postgres_server(workdir: str | Path, *, ready_timeout_s: float = 60.0) -> Iterator[PostgresServer]:
-    """initdb a cluster under `workdir`, start it on a free loopback port, yield it, always stop it."""
+def postgres_server(*, ready_timeout_s: float = 60.0) -> Iterator[PostgresServer]:
+    """initdb a cluster in a fresh temp dir, start it on a free loopback port, yield it, always stop and remove it."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
         raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not found (apt-get install postgresql)")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(workdir, user=SUPERUSER)
+    workdir = Path(tempfile.mkdtemp(prefix="trainer-pg-"))
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(workdir, user=SUPERUSER)
+        with _cluster(bin_dir, workdir, ready_timeout_s) as server:
+            yield server
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _cluster(bin_dir: Path, workdir: Path, ready_timeout_s: float) -> Iterator[PostgresServer]:
     data_dir, log_path, port = workdir / "data", workdir / "postgres.log", _free_port()
 
     def run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:

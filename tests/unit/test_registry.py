@@ -40,7 +40,8 @@ from trainer.registry import (
     rollback,
 )
 
-OBS_SIZE = 6
+WINDOW = 2
+OBS_SIZE = WINDOW * 10 + 8  # ObservationLayout: 10 market features per bar + 8 portfolio values
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -59,12 +60,16 @@ def Policy(**fields):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A tiny real SB3 SAC (50 steps) saved in the run-directory model layout."""
+    """A tiny real Phase A agent (SB3 SAC, 50 steps) saved by trainer.agent in the model layout."""
     import gymnasium as gym
     import torch
     from stable_baselines3 import SAC
 
+    from trainer.agent import Agent
+    from trainer.config import TrainerConfig
+
     torch.set_num_threads(1)
+    config = TrainerConfig(name="tiny", algorithm="sac", environment={"window_size": WINDOW})
 
     class Toy(gym.Env):
         observation_space = gym.spaces.Box(-1.0, 1.0, (OBS_SIZE,), np.float32)
@@ -78,14 +83,12 @@ def model_dir(tmp_path_factory) -> Path:
             obs = self.np_random.uniform(-1, 1, OBS_SIZE).astype(np.float32)
             return obs, float(action[0] * obs[0]), False, False, {}
 
-    out = tmp_path_factory.mktemp("model") / "model"
-    out.mkdir()
     sac = SAC("MlpPolicy", Toy(), learning_starts=10, batch_size=16, policy_kwargs={"net_arch": [16]}, seed=0)
     sac.learn(50)
-    sac.save(out / "sac.zip")
-    (out / "meta.json").write_text(json.dumps({
-        "algorithm": "sac", "observation_size": OBS_SIZE, "symbol": "X", "config_hash": "c0",
-    }))
+    agent = Agent(config, sac)
+    assert agent.observation_size == OBS_SIZE
+    out = tmp_path_factory.mktemp("model") / "model"
+    agent.save(out)
     return out
 
 
@@ -327,6 +330,7 @@ def assert_newer_data_wins(symbol: str, older: int, newer: int, outcomes: list[d
         assert [o for o in outcomes if o["version"] == older][0].get("refused")
 
 
+@pytest.mark.slow
 def test_racing_promotions_local_store(local_store, model_dir, runs):
     old = register_run(make_run(runs, model_dir, "RACEA", data_end="2018-01-31"))
     new = register_run(make_run(runs, model_dir, "RACEA", data_end="2018-12-31"))
@@ -395,6 +399,7 @@ def remote_store(tmp_path_factory):
         server.stop()
 
 
+@pytest.mark.integration
 def test_remote_register_promote_rollback_and_race(remote_store, model_dir, runs):
     import mlflow
 
@@ -420,6 +425,7 @@ def test_remote_register_promote_rollback_and_race(remote_store, model_dir, runs
     assert "promotion.lock" not in registry_client().get_registered_model(a.model_name).tags
 
 
+@pytest.mark.integration
 def test_remote_unreachable_mid_promotion_keeps_champion(remote_store, model_dir, runs):
     v1 = register_run(make_run(runs, model_dir, "DOWNA", data_end="2018-01-31"))
     promote("DOWNA", actor="t", reason="r", policy=Policy(), algorithm="sac")

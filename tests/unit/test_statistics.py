@@ -208,3 +208,14 @@ def test_summary_with_baseline_uses_ledoit_wolf_pvalue():
     assert ": distinguishable from zero at 95%" in s["interpretation"]
     assert "not distinguishable" not in s["interpretation"]
     assert "Against the baseline (Sharpe 0.20)" in s["interpretation"]
+
+
+def test_sharpe_summary_with_a_flat_candidate_leaves_the_paired_test_missing():
+    """A candidate that never traded has constant returns: no paired test, p-value None."""
+    from trainer.evaluation.statistics import sharpe_summary
+
+    baseline = np.random.default_rng(3).normal(0.0005, 0.01, 500)
+    summary = sharpe_summary(np.zeros(500), baseline, periods_per_year=252)
+    assert summary["stats.sharpe_diff_pvalue"] is None
+    assert summary["stats.psr_zero"] == pytest.approx(0.5)
+    assert "candidate returns are constant" in summary["interpretation"]

@@ -73,14 +73,12 @@ def run(args) -> int:
     baseline_info = {"source": None, "model_uri": None}
     baseline_agent = None
     if not args.no_baseline:
-        found = baseline_mod.find_registered_baseline(data.symbol, data.digest)
+        found = baseline_mod.find_registered_baseline(data.symbol, data.digest, baseline_mod.shared_hash(config))
         if found:
             baseline_info = {"source": "registry", "model_uri": found[0]}
             baseline_agent = load_agent(found[1])
         else:
-            uri, path = baseline_mod.train_baseline(
-                summary, config.training.n_envs, config.training.eval_freq, source, state_dir() / "runs"
-            )
+            uri, path = baseline_mod.train_baseline(summary, config, source, state_dir() / "runs")
             baseline_info = {"source": "trained", "model_uri": uri}
             baseline_agent = load_agent(path)
 

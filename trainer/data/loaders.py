@@ -203,7 +203,8 @@ def _parse_parquet(source: str, data: bytes) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises many types (ArrowInvalid, OSError...) for a bad file
-        raise DataError(f"{source}: cannot read as Parquet: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{source}: cannot read as Parquet: {detail}") from None
     # A frame saved with its DatetimeIndex keeps it as the index: make it a column again.
     if isinstance(frame.index, pd.DatetimeIndex) or (frame.index.name or "").lower() in TIME_ALIASES:
         frame = frame.reset_index()

@@ -145,7 +145,9 @@ def build_suite(
             meta=check("no missing timestamps"),
         ),
         gxe.ExpectColumnValuesToBeUnique(column=TIME_COLUMN, meta=check("timestamps are unique")),
-        gxe.ExpectColumnValuesToBeIncreasing(column=TIME_COLUMN, strictly=True, meta=check("timestamps strictly increase")),
+        gxe.ExpectColumnValuesToBeIncreasing(
+            column=TIME_COLUMN, strictly=True, meta=check("timestamps strictly increase")
+        ),
         gxe.ExpectColumnValuesToBeBetween(
             column="days_since_previous_bar",
             max_value=validation_cfg.max_gap_days,
@@ -155,7 +157,9 @@ def build_suite(
     numeric = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in columns)]
     for column in numeric:
         rules += [
-            gxe.ExpectColumnValuesToBeNull(column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")),
+            gxe.ExpectColumnValuesToBeNull(
+                column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")
+            ),
             gxe.ExpectColumnValuesToNotBeNull(
                 column=column,
                 row_condition=f"{column}__not_a_number.isnull()",
@@ -174,7 +178,9 @@ def build_suite(
     for column in ("sentiment", "sl_confidence"):
         if column in columns:
             rules.append(
-                gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, max_value=1, meta=check(f"{column} in [0, 1]"))
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=column, min_value=0, max_value=1, meta=check(f"{column} in [0, 1]")
+                )
             )
 
     # Bar consistency; rows with a missing side are skipped (already counted as missing values).

@@ -20,15 +20,28 @@ LOGGER = logging.getLogger(__name__)
 BASELINE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phase_a_baseline.yaml"
 
 
-def find_registered_baseline(symbol: str, data_digest: str) -> tuple[str, Path] | None:
-    """(model URI, local model dir) of the newest Phase A version on this data, if any."""
+def shared_hash(config) -> str:
+    """Hash of what a baseline must share with a candidate (data splits, env, SAC, budget)."""
+    import hashlib
+    import json
+
+    dumped = config.model_dump(mode="json")
+    shared = {"splits": dumped["data"]["splits"], **{s: dumped[s] for s in SHARED_SECTIONS}}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def find_registered_baseline(symbol: str, data_digest: str, shared: str) -> tuple[str, Path] | None:
+    """(model URI, local model dir) of the newest Phase A version on this data and setup, if any."""
     from trainer.registry import model_name, registry_client, registry_errors
 
     client = registry_client()
     name = model_name(symbol, "sac")
     with registry_errors(f"search {name}"):
         versions = client.search_model_versions(f"name='{name}'")
-    matching = [v for v in versions if (v.tags or {}).get("data_digest") == data_digest]
+    matching = [
+        v for v in versions
+        if (v.tags or {}).get("data_digest") == data_digest and (v.tags or {}).get("shared_config_hash") == shared
+    ]
     if not matching:
         return None
     newest = max(matching, key=lambda v: int(v.version))
@@ -40,7 +53,7 @@ def find_registered_baseline(symbol: str, data_digest: str) -> tuple[str, Path] 
     return f"models:/{name}/{newest.version}", Path(local)
 
 
-def register_baseline(run_dir: Path, summary: dict) -> str:
+def register_baseline(run_dir: Path, summary: dict, shared: str) -> str:
     """Register a finished Phase A run as a baseline version; returns its models:/ URI."""
     from trainer.registry import model_name, registry_client, registry_errors
 
@@ -65,29 +78,50 @@ def register_baseline(run_dir: Path, summary: dict) -> str:
                 "code_version": summary["code_version"],
                 "profile": summary.get("profile", ""),
                 "kind": "phase_a_baseline",
+                "shared_config_hash": shared,
             },
             description=f"Phase A baseline for {symbol}, {summary['total_timesteps']} steps",
         )
     return f"models:/{name}/{version.version}"
 
 
+# Sections the baseline copies from the candidate, so the comparison is on the same data,
+# environment, network and budget (only the options layer differs).
+SHARED_SECTIONS = ("environment", "sac", "training", "evaluation", "checkpoints")
+
+
+def baseline_overrides(candidate_config) -> list[str]:
+    """`--set KEY=VALUE` arguments that make Phase A match the candidate's shared sections."""
+    import json
+
+    dumped = candidate_config.model_dump(mode="json")
+    pairs = [("data.splits", dumped["data"]["splits"]), ("data.validation", dumped["data"]["validation"])]
+    pairs += [(section, dumped[section]) for section in SHARED_SECTIONS]
+    argv: list[str] = []
+    for prefix, block in pairs:
+        for key, value in block.items():
+            argv += ["--set", f"{prefix}.{key}={json.dumps(value)}"]
+    return argv
+
+
 def train_baseline(
-    candidate_summary: dict, n_envs: int, eval_freq: int, data_source: str | None, runs_root: Path
+    candidate_summary: dict, candidate_config, data_source: str | None, runs_root: Path
 ) -> tuple[str, Path]:
-    """Train Phase A on the candidate's data with its step and env counts; register it."""
+    """Train Phase A on the candidate's data, environment, network and step count; register it."""
     import json
 
     from trainer.cli import main as trainer_main
 
     symbol = candidate_summary["symbol"]
-    output = runs_root / symbol / f"phase_a_baseline-{candidate_summary['data_digest'][:12]}"
+    key = f"{candidate_summary['data_digest'][:12]}-{candidate_config.config_hash()[:8]}"
+    output = runs_root / symbol / f"phase_a_baseline-{key}"
     argv = [
         "train", "--config", str(BASELINE_CONFIG), "--symbol", symbol,
         "--total-timesteps", str(candidate_summary["total_timesteps"]),
         "--output-dir", str(output), "--resume",
         "--profile", candidate_summary.get("profile", "adhoc"), "--stage", "baseline",
+        *baseline_overrides(candidate_config),
     ]
-    argv += ["--n-envs", str(n_envs), "--eval-freq", str(eval_freq)]
     if data_source:
         argv += ["--data", data_source]
     LOGGER.info("no Phase A baseline on this data in the registry: training one (%s steps)", candidate_summary["total_timesteps"])
@@ -95,6 +129,6 @@ def train_baseline(
     if code != 0:
         raise TrainerError(f"training the Phase A baseline failed (exit {code}); see the log above")
     summary = json.loads((output / "summary.json").read_text())
-    uri = register_baseline(output, summary)
+    uri = register_baseline(output, summary, shared_hash(candidate_config))
     model_dir = output / "best_model" if (output / "best_model").exists() else output / "model"
     return uri, model_dir

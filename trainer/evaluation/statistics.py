@@ -300,12 +300,22 @@ def sharpe_summary(
     if baseline_returns is not None:
         sr_base = sharpe_ratio(_returns(baseline_returns, "baseline returns"), 1.0)
         psr_baseline = psr_from_moments(sr, n, skew, kurt, sr_base)
-        diff_pvalue = float(ledoit_wolf_sharpe_test(returns, baseline_returns)["p_value"])
-        verdict = "significantly better" if diff_pvalue <= 1.0 - confidence else "not significantly better"
-        baseline_text = (
-            f"Against the baseline (Sharpe {sr_base * annual:.2f}): PSR = {psr_baseline:.2f}; paired "
-            f"Ledoit-Wolf test p = {diff_pvalue:.3f} (one-sided), {verdict} at {1.0 - confidence:.0%}."
-        )
+        flat = [name for name, r in (("candidate", returns), ("baseline", baseline_returns))
+                if np.std(_returns(r)) <= ZERO_TOLERANCE]
+        if flat:
+            # A book that never moved (e.g. never traded) has no Sharpe difference to test: the
+            # p-value stays missing, so a gate on it fails as "missing" instead of passing.
+            baseline_text = (
+                f"Against the baseline (Sharpe {sr_base * annual:.2f}): PSR = {psr_baseline:.2f}; no paired "
+                f"test: the {' and '.join(flat)} returns are constant."
+            )
+        else:
+            diff_pvalue = float(ledoit_wolf_sharpe_test(returns, baseline_returns)["p_value"])
+            verdict = "significantly better" if diff_pvalue <= 1.0 - confidence else "not significantly better"
+            baseline_text = (
+                f"Against the baseline (Sharpe {sr_base * annual:.2f}): PSR = {psr_baseline:.2f}; paired "
+                f"Ledoit-Wolf test p = {diff_pvalue:.3f} (one-sided), {verdict} at {1.0 - confidence:.0%}."
+            )
 
     level = f"{confidence:.0%}"
     if psr_zero >= confidence:

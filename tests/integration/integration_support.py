@@ -1,0 +1,160 @@
+"""Helpers of the integration suite: the stack's handles, the step environment, the CLI runner.
+
+Steps run as subprocesses of the real console script, each in its own process group, with the
+environment a pod would get (S3 identity and endpoint, MLflow server URI, a state directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.mlflow_server import MlflowServer
+from support.postgres import PostgresServer
+from support.seaweedfs import S3Server
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MLFLOW_DB = "mlflow"
+DATA_BUCKET = "market-data"
+RUNS_BUCKET = "runs"
+ARTIFACT_BUCKET = "mlflow-artifacts"
+SPY_URI = f"s3://{DATA_BUCKET}/SPY.csv"
+INTEGRATION_GATES = Path(__file__).with_name("gates_integration.yaml")
+
+# Tiny training (the brief's step counts): a few hundred steps, small nets, checkpoints every 100.
+TINY_TRAIN = [
+    "--n-envs", "1",
+    "--set", "sac.net_arch=[32,32]",
+    "--set", "options.hidden_dim=32",
+    "--set", "options.warmup_steps=100",
+    "--set", "options.batch_size=16",
+    "--set", "sac.learning_starts=100",
+    "--set", "sac.buffer_size=2000",
+    "--set", "checkpoints.freq=100",
+    "--set", "options.monitor.window_steps=100",
+]
+
+# Variables from the developer's shell that would point a step somewhere else.
+_SCRUBBED_PREFIXES = ("AWS_", "MLFLOW_", "TRAINER_")
+
+
+def upload_market_data(s3: S3Server) -> None:
+    """Buckets for data, runs and MLflow artifacts; the bundled SPY.csv as s3://market-data/SPY.csv."""
+    from trainer.data.loaders import bundled_path
+
+    client = s3.client()
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+    for bucket in (DATA_BUCKET, RUNS_BUCKET, ARTIFACT_BUCKET):
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+    client.upload_file(str(bundled_path("SPY")), DATA_BUCKET, "SPY.csv")
+
+
+def step_env(s3: S3Server, tracking_uri: str, state_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment a pipeline step gets: the S3 identity and endpoint, the MLflow server, a state dir."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(_SCRUBBED_PREFIXES)}
+    env.update(s3.env_vars())
+    env.update(
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
+        TRAINER_STATE_DIR=str(state_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Stack:
+    s3: S3Server
+    postgres: PostgresServer
+    mlflow: MlflowServer
+    tmp: Path
+    _dirs: int = field(default=0)
+
+    def env(self, state_dir: Path | None = None, **overrides: str) -> dict[str, str]:
+        if state_dir is None:
+            self._dirs += 1
+            state_dir = self.tmp / f"state-{self._dirs}"
+        return step_env(self.s3, self.mlflow.tracking_uri, state_dir, **overrides)
+
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Read the MLflow tables directly (runs, model_versions, registered_model_aliases, ...)."""
+        return self.postgres.query(MLFLOW_DB, query, params)
+
+    def aliases(self, model_name: str) -> dict[str, int]:
+        rows = self.sql("SELECT alias, version FROM registered_model_aliases WHERE name = %s", (model_name,))
+        return {alias: int(version) for alias, version in rows}
+
+    def model_tags(self, model_name: str) -> dict[str, str]:
+        return dict(self.sql("SELECT key, value FROM registered_model_tags WHERE name = %s", (model_name,)))
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        client = self.s3.client()
+        keys: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+    def read_json(self, bucket: str, key: str) -> Any:
+        return json.loads(self.s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+@dataclass
+class TrainerRun:
+    argv: list[str]
+    code: int
+    stdout: str
+    stderr: str
+    result: dict[str, Any]
+    elapsed: float
+
+    @property
+    def error_line(self) -> str:
+        """The last non-empty stderr line: where the CLI prints `trainer <step>: error: ...`."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def explain(self) -> str:
+        return (f"`{' '.join(self.argv)}` exited {self.code} after {self.elapsed:.1f} s\n"
+                f"--- stdout (tail)\n{self.stdout[-3000:]}\n--- stderr (tail)\n{self.stderr[-4000:]}")
+
+
+def trainer_executable() -> str:
+    beside = Path(sys.executable).parent / "trainer"
+    return str(beside) if beside.exists() else "trainer"
+
+
+def start_trainer(args: list[str], env: dict[str, str], result_json: Path | None = None) -> subprocess.Popen:
+    """Start `trainer [--result-json R] ARGS...` in its own process group (see `finish_trainer`)."""
+    argv = [trainer_executable(), *(["--result-json", str(result_json)] if result_json else []), *args]
+    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def finish_trainer(proc: subprocess.Popen, started: float, timeout: float, result_json: Path | None) -> TrainerRun:
+    """Wait for a started step; past `timeout` its whole process group is killed and the test fails."""
+    try:
+        stdout, stderr = proc.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"`{' '.join(map(str, proc.args))}` still running after {timeout:.0f} s (killed)\n"
+                    f"--- stderr (tail)\n{stderr[-4000:]}")
+    finally:
+        if proc.poll() is None:  # an exception other than the timeout: never leave it behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    result = {}
+    if result_json is not None and result_json.exists():
+        result = json.loads(result_json.read_text())
+    return TrainerRun(list(map(str, proc.args)), proc.returncode, stdout, stderr, result, time.monotonic() - started)
