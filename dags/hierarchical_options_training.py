@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task, task_group
-from airflow.task.trigger_rule import TriggerRule
 
 from trainer.orchestration import pipeline
 from trainer.orchestration.approval import PromotionApproval
@@ -123,15 +122,17 @@ def hierarchical_options_training():
         def register_model(verdict: dict, **context) -> dict:
             return pipeline.register_model(verdict, context)
 
-        # Runs after a skipped approval (not required), not after a rejected one (that skips it directly).
-        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def promote_model(registered: dict, **context) -> dict:
-            return pipeline.promote_model(registered, context)
+        # Every task keeps the default all_success rule: inside a mapped task group Airflow 3.3 judges
+        # other trigger rules of a not-yet-expanded task against *all* symbols, so one symbol's failure
+        # would stop the others. "Not promoted" (gates failed, rejected, policy) is therefore a result
+        # of promote_model, and publish_report runs for every registered version, promoted or not.
+        @task
+        def promote_model(registered: dict, decision: dict, **context) -> dict:
+            return pipeline.promote_model(registered, decision, context)
 
-        # The report is published whenever the version was registered, promoted or not.
-        @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
-        def publish_report(registered: dict, **context) -> dict:
-            return pipeline.publish_report(registered, context)
+        @task
+        def publish_report(registered: dict, promotion: dict, **context) -> dict:
+            return pipeline.publish_report(registered, promotion, context)
 
         validated = validate_data(symbol)
         smoke = smoke_test(validated)
@@ -144,9 +145,8 @@ def hierarchical_options_training():
             register_task_id=f"{GROUP}.register_model",
             response_timeout=timedelta(days=2),
         )
-        promoted = promote_model(registered)
-        registered >> approval >> promoted
-        promoted >> publish_report(registered)
+        registered >> approval
+        publish_report(registered, promote_model(registered, approval.output))
 
     symbol_pipeline.expand(symbol=select_symbols())
 

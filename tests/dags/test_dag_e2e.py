@@ -5,6 +5,7 @@ They need every trainer subcommand the chain calls; a test skips (saying which) 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -115,16 +116,21 @@ def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, isolate
     assert training_dirs(isolated_state, "QQQ") == []
 
     assert state_of(states, "register_model", 0) == "success"
-    assert state_of(states, "approve_promotion", 0) == "skipped"  # require_approval defaults to false
-    assert state_of(states, "publish_report", 0) == "success"
-    assert state_of(states, "promote_model", 0) in ("success", "skipped")  # skipped when the gates failed
+    for name in ("approve_promotion", "promote_model", "publish_report"):
+        assert state_of(states, name, 0) == "success", name
 
     (full_dir,) = [p / "demo" / "full" for p in training_dirs(isolated_state, "SPY")]
     assert (full_dir / "summary.json").exists() and (full_dir / "gate_full.json").exists()
     assert (full_dir / "report" / "report.md").exists()
+
+    from mlflow import MlflowClient
 
     versions = registry_versions()
     spy_models = [name for name in versions if "SPY" in name.upper()]
     assert len(spy_models) == 1 and not any("QQQ" in name.upper() for name in versions), versions
     (version,) = versions[spy_models[0]]
     assert any("gate" in key.lower() for key in version.tags), version.tags
+    # promoted exactly when the gates passed (require_approval defaults to false)
+    gate = json.loads((full_dir / "gate_full.json").read_text())
+    aliases = MlflowClient().get_registered_model(spy_models[0]).aliases
+    assert ("champion" in aliases) == bool(gate.get("passed")), (gate.get("passed"), aliases)

@@ -59,8 +59,9 @@ def test_every_task_retries_and_training_backs_off(dag):
 
 
 def test_per_symbol_chain_is_exact(dag):
-    group = dag.task_group_dict["symbol_pipeline"]
-    assert group.is_mapped if hasattr(group, "is_mapped") else True
+    from airflow.sdk.definitions.taskgroup import MappedTaskGroup
+
+    assert isinstance(dag.task_group_dict["symbol_pipeline"], MappedTaskGroup)
     in_group = {t.task_id for t in dag.tasks if t.task_id.startswith(G)}
     assert in_group == {G + name for name in EXPECTED_UPSTREAM}
     for name, upstream in EXPECTED_UPSTREAM.items():
@@ -75,13 +76,11 @@ def test_per_symbol_chain_is_exact(dag):
 def test_trigger_rules_and_operators(dag):
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-    assert dag.get_task(G + "promote_model").trigger_rule == "none_failed_min_one_success"
-    assert dag.get_task(G + "publish_report").trigger_rule == "all_done_min_one_success"
     approval = dag.get_task(G + "approve_promotion")
-    assert issubclass(approval.operator_class, ApprovalOperator) if hasattr(approval, "operator_class") else isinstance(approval, ApprovalOperator)
+    assert isinstance(approval, ApprovalOperator)
+    # all_success everywhere: other rules in a mapped group are judged across all symbols (see approval.py)
     for name in EXPECTED_UPSTREAM:
-        if name not in ("promote_model", "publish_report"):
-            assert dag.get_task(G + name).trigger_rule == "all_success", name
+        assert dag.get_task(G + name).trigger_rule == "all_success", name
 
 
 # ------------------------------------------------------------------------------------------------

@@ -69,12 +69,14 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
                 marker = next((o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("/COMPLETE")), None)
                 time.sleep(0.2)
             assert marker is not None, f"no checkpoint reached S3 before the step ended (exit {proc.poll()})"
+            kill_at = time.monotonic() - started
             os.killpg(s3.pid, signal.SIGKILL)  # the crash: no graceful shutdown
             first = finish_trainer(proc, started, 300, None)
         finally:
             if proc.poll() is None:  # the test failed before the step ended: never leave it running
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+    print(f"\nTIMING first attempt {first.elapsed:.1f}s since start; kill at {kill_at:.1f}s")
     assert_clear_error(first, "train", output, "S3")
     assert s3.endpoint_url in first.error_line or "S3 request failed" in first.error_line, first.explain()
 
@@ -93,6 +95,7 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
         env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-fresh-pod")
         started = time.monotonic()
         second = finish_trainer(start_trainer([*args, "--resume"], env, result_json), started, 300, result_json)
+        print(f"TIMING resume {second.elapsed:.1f}s"); print(second.stderr[-6000:])
         assert second.code == 0, second.explain()
         assert "resumed from" in second.stderr and f"at step {resumed_from}" in second.stderr, second.explain()
         assert second.result["status"] == "completed" and second.result["total_timesteps"] == total

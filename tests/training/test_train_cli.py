@@ -174,8 +174,10 @@ def test_evaluate_backtests_against_buy_and_hold_and_a_registered_phase_a(state)
     metrics = evaluation["metrics"]
     assert evaluation["baseline"]["source"] == "trained"
     for key in ("test.sharpe", "test.max_drawdown", "buy_and_hold.sharpe", "baseline.sharpe", "stats.psr_zero",
-                "stats.sharpe_diff_pvalue", "stats.dsr", "test.options.min_selections"):
+                "stats.dsr", "test.options.min_selections"):
         assert key in metrics and metrics[key] is not None, key
+    # The paired test needs both books to move; a 300-step candidate may never trade.
+    assert (metrics["stats.sharpe_diff_pvalue"] is None) == (metrics["test.exposure"] == 0.0)
     backtest = pd.read_csv(out / "backtest.csv")
     assert len(backtest) == evaluation["bars"]
     # buy-and-hold's total return is the asset's own compounded return over the same bars

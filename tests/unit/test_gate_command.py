@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -140,40 +138,28 @@ def test_bad_gates_file_exits_2(tmp_path):
 
 
 def test_mlflow_run_id(tmp_path, monkeypatch):
-    """An MLflow run id downloads summary.json and evaluation.json (fake mlflow, no server)."""
-    artifacts = make_run(tmp_path / "artifacts", TRAIN_METRICS, EVAL_METRICS)
-    run_id = "0123456789abcdef0123456789abcdef"
-    calls = []
+    """An MLflow run id downloads summary.json and evaluation.json from a real (sqlite) store."""
+    import mlflow
 
-    class MlflowException(Exception):
-        pass
+    from trainer.tracking import configure_mlflow
 
-    def download_artifacts(run_id=None, artifact_path=None, dst_path=None, **_):
-        calls.append((run_id, artifact_path))
-        source = artifacts / artifact_path
-        if not source.exists():
-            raise MlflowException(f"no artifact {artifact_path}")
-        target = Path(dst_path) / artifact_path
-        target.write_bytes(source.read_bytes())
-        return str(target)
-
-    fake = types.ModuleType("mlflow")
-    fake.artifacts = types.SimpleNamespace(download_artifacts=download_artifacts)
-    exceptions = types.ModuleType("mlflow.exceptions")
-    exceptions.MlflowException = MlflowException
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    monkeypatch.setitem(sys.modules, "mlflow.exceptions", exceptions)
+    monkeypatch.setenv("TRAINER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
+    artifacts = make_run(tmp_path / "artifacts", TRAIN_METRICS, EVAL_METRICS)
+    configure_mlflow()
+    client = mlflow.MlflowClient()
+    run_id = client.create_run(mlflow.get_experiment_by_name("hierarchical-options").experiment_id).info.run_id
+    client.log_artifact(run_id, str(artifacts / "summary.json"))
 
+    code, result = gate(tmp_path, "--run", run_id, "--stage", "full")
+    assert code == 1 and "min_test_sharpe_positive" in result["missing"]  # not evaluated yet
+
+    client.log_artifact(run_id, str(artifacts / "evaluation.json"))
     code, result = gate(tmp_path, "--run", run_id, "--stage", "full")
     assert code == 0 and result["tier_reached"] == "target"
-    assert calls == [(run_id, "summary.json"), (run_id, "evaluation.json")]
     assert json.loads((tmp_path / "gate_full.json").read_text())["run"] == run_id
 
-    (artifacts / "evaluation.json").unlink()  # not evaluated yet: the test.* gates are missing
-    code, result = gate(tmp_path, "--run", run_id, "--stage", "full")
-    assert code == 1 and "min_test_sharpe_positive" in result["missing"]
-
-    (artifacts / "summary.json").unlink()
-    code, result = gate(tmp_path, "--run", run_id, "--stage", "full")
+    empty_run = client.create_run(mlflow.get_experiment_by_name("hierarchical-options").experiment_id).info.run_id
+    code, result = gate(tmp_path, "--run", empty_run, "--stage", "full")
     assert code == 2 and "cannot download summary.json" in result["error"]

@@ -103,7 +103,10 @@ def _download_mlflow_run(run_id: str, destination: Path) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from trainer.tracking import configure_mlflow
+
     try:
+        configure_mlflow()
         mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SUMMARY_FILE, dst_path=str(destination))
     except (MlflowException, OSError) as exc:
         raise TrainerError(f"MLflow run {run_id}: cannot download {SUMMARY_FILE} ({exc})") from None

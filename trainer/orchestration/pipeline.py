@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException
 
 from trainer.orchestration import specs
 from trainer.orchestration.backends import run_step
@@ -164,27 +164,52 @@ def register_model(verdict: dict[str, Any], context: Any, settings: PipelineSett
     }
 
 
-def promote_model(registered: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+def promote_model(
+    registered: dict[str, Any], decision: dict[str, Any] | None, context: Any, settings: PipelineSettings | None = None
+) -> dict[str, Any]:
+    """Move `champion` when the gates passed and the approval step said yes; otherwise record why not.
+
+    "Not promoted" is a result (promoted: false, reason), not a skipped task, so publish_report
+    (all_success) still runs for this symbol; see approval.py for why no trigger rules are used.
+    """
     settings = settings or load_settings()
+    symbol, name = registered["symbol"], f"{registered['model_name']} v{registered['version']}"
+
+    def not_promoted(reason: str) -> dict[str, Any]:
+        log.warning("%s NOT promoted: %s", name, reason)
+        return {"symbol": symbol, "version": registered["version"], "promoted": False, "reason": reason}
+
     if not registered.get("passed"):
-        raise AirflowSkipException(
-            f"{registered['model_name']} v{registered['version']} failed its quality gates: registered with "
-            "failed gate tags, not promoted"
-        )
-    approved = "approved by a human" if context["params"].get("require_approval") else "no approval required"
-    reason = f"airflow {context['dag'].dag_id} run {context['run_id']}: gates passed, {approved} ({registered['run_key']})"
-    spec = specs.promote_spec(registered["symbol"], registered["version"], reason, settings)
+        return not_promoted("quality gates failed; registered with failed gate tags")
+    decision = decision or {}
+    if not decision.get("approved"):
+        return not_promoted(f"approval: {decision.get('reason') or 'no decision recorded'}")
+    reason = (
+        f"airflow {context['dag'].dag_id} run {context['run_id']}: gates passed; "
+        f"{decision.get('reason')} ({registered['run_key']})"
+    )
+    spec = specs.promote_spec(symbol, registered["version"], reason, settings)
     try:
         result = run_step(spec, context, settings)
     except StepVerdictNo as exc:
-        raise AirflowSkipException(
-            f"promotion policy kept the current champion for {registered['symbol']}: "
-            f"{exc.result.get('reason') or exc.result.get('error') or exc.result}"
-        ) from exc
-    return {"symbol": registered["symbol"], **{k: v for k, v in result.items() if not isinstance(v, (dict, list))}}
+        return not_promoted(f"promotion policy refused: {exc.result.get('reason') or exc.result.get('error') or exc.result}")
+    scalars = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    log.info("%s promoted to champion: %s", name, scalars)
+    return {"symbol": symbol, "version": registered["version"], "promoted": True, "reason": reason, **scalars}
 
 
-def publish_report(registered: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+def publish_report(
+    registered: dict[str, Any], promotion: dict[str, Any], context: Any, settings: PipelineSettings | None = None
+) -> dict[str, Any]:
+    """Write the report and attach it to the model version (after promote, so it is the final state)."""
     settings = settings or load_settings()
     result = run_step(specs.report_spec(registered["run_dir"], settings), context, settings)
-    return {"symbol": registered["symbol"], "report_md": result.get("report_md"), "report_html": result.get("report_html")}
+    return {
+        "symbol": registered["symbol"],
+        "model_name": registered["model_name"],
+        "version": registered["version"],
+        "passed": registered["passed"],
+        "promoted": promotion.get("promoted"),
+        "report_md": result.get("report_md"),
+        "report_html": result.get("report_html"),
+    }
