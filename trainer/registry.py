@@ -144,21 +144,12 @@ def model_name(symbol: str, algorithm: str = "hierarchical_sac") -> str:
     return f"{MODEL_PREFIX[algorithm]}-{validate_symbol(symbol)}"
 
 
-def _bound_http_retries() -> None:
-    """MLflow retries an unreachable server 7 times with 2^n backoff and a 120 s timeout (minutes).
-    Unless the operator chose otherwise, fail within ~20 s so the task errors and Airflow retries."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-
-
 def registry_client():
     """An MlflowClient on the configured tracking / registry URIs (trainer.tracking)."""
     from mlflow import MlflowClient
 
     from trainer.tracking import configure_mlflow, registry_uri, tracking_uri
 
-    _bound_http_retries()
     with registry_errors("connect"):
         configure_mlflow()
     return MlflowClient(tracking_uri=tracking_uri(), registry_uri=registry_uri())

@@ -69,14 +69,12 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
                 marker = next((o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("/COMPLETE")), None)
                 time.sleep(0.2)
             assert marker is not None, f"no checkpoint reached S3 before the step ended (exit {proc.poll()})"
-            kill_at = time.monotonic() - started
             os.killpg(s3.pid, signal.SIGKILL)  # the crash: no graceful shutdown
             first = finish_trainer(proc, started, 300, None)
         finally:
             if proc.poll() is None:  # the test failed before the step ended: never leave it running
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    print(f"\nTIMING first attempt {first.elapsed:.1f}s since start; kill at {kill_at:.1f}s")
     assert_clear_error(first, "train", output, "S3")
     assert s3.endpoint_url in first.error_line or "S3 request failed" in first.error_line, first.explain()
 
@@ -95,7 +93,6 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
         env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-fresh-pod")
         started = time.monotonic()
         second = finish_trainer(start_trainer([*args, "--resume"], env, result_json), started, 300, result_json)
-        print(f"TIMING resume {second.elapsed:.1f}s"); print(second.stderr[-6000:])
         assert second.code == 0, second.explain()
         assert "resumed from" in second.stderr and f"at step {resumed_from}" in second.stderr, second.explain()
         assert second.result["status"] == "completed" and second.result["total_timesteps"] == total
@@ -105,10 +102,14 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
         assert summary["mlflow_run_id"] == state["mlflow_run_id"] == second.result["mlflow_run_id"]
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=RUNS_BUCKET, Prefix=f"{prefix}/checkpoints/").get("Contents", [])]
         assert f"{prefix}/checkpoints/ckpt-{total:010d}/COMPLETE" in keys
+        checkpoint_steps = sorted({int(k.split("/")[3].removeprefix("ckpt-")) for k in keys if k.endswith("/COMPLETE")})
     rows = stack.sql("SELECT status FROM runs WHERE run_uuid = %s", (summary["mlflow_run_id"],))
     assert rows == [("FINISHED",)]
     tags = dict(stack.sql("SELECT key, value FROM tags WHERE run_uuid = %s", (summary["mlflow_run_id"],)))
     assert tags["status"] == "completed"
+    # The resumed run keeps the schedule: checkpoints every checkpoints.freq (100) steps, none off it.
+    off_schedule = [steps for steps in checkpoint_steps if steps % 100]
+    assert not off_schedule, f"checkpoints off the 100-step schedule after resuming at {resumed_from}: {checkpoint_steps}"
 
 
 def test_wrong_s3_secret_is_refused_by_validate(stack: Stack, trainer_cli) -> None:
@@ -132,7 +133,7 @@ def test_train_with_the_mlflow_server_unreachable_fails_within_bounded_time(stac
     run = trainer_cli(
         [*TRAIN, "--output-dir", f"s3://{RUNS_BUCKET}/SPY/it-no-mlflow", "--total-timesteps", "300", "--eval-freq", "300", *TINY_TRAIN],
         stack.env(MLFLOW_TRACKING_URI=uri),
-        timeout=90,
+        timeout=75,  # kill a step that retries for minutes; the assertion below says how long is allowed
     )
     assert_clear_error(run, "train", uri)
     assert run.elapsed < 60, f"took {run.elapsed:.0f} s to give up\n{run.explain()}"

@@ -11,8 +11,8 @@ created and run as the `postgres` system user (runuser); as any other user it ru
 The cluster lives in its own temp dir under the system temp root (pytest's tmp dirs are 0700 to
 root, which `postgres` cannot enter) and is removed at teardown.
 Trust authentication, TCP on 127.0.0.1 only, the Unix socket in the temp dir (not /var/run), a
-free port. Teardown is `pg_ctl stop -m fast`, then SIGKILL of the postmaster's process group
-if it is still there.
+free port, fsync off (a throwaway cluster). Teardown is `pg_ctl stop -m fast`, then SIGKILL of the
+postmaster if it is still there, then the temp dir is removed.
 """
 
 from __future__ import annotations
@@ -142,8 +142,9 @@ def _cluster(bin_dir: Path, workdir: Path, ready_timeout_s: float) -> Iterator[P
         pid = _postmaster_pid(data_dir)
         with contextlib.suppress(subprocess.TimeoutExpired):
             run([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "-t", "20", "stop"], 30)
-        # pg_ctl could not stop it (or timed out): the postmaster leads its own process group.
+        # pg_ctl could not stop it (or timed out): kill the postmaster; its backends (each in a
+        # session of its own) notice the postmaster's death and exit by themselves.
         if pid is not None and (data_dir / "postmaster.pid").exists():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            time.sleep(0.5)
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1.0)

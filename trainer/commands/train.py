@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from trainer.errors import EXIT_FAILED, EXIT_OK, PreemptedError, TrainerError
 
