@@ -79,6 +79,19 @@ def training_dirs(state: Path, symbol: str) -> list[Path]:
     return [p for p in root.iterdir() if p.name != "validation"] if root.exists() else []
 
 
+def xcom_result(run, task: str, map_index: int):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=G + task, map_index=map_index, key="return_value")
+            .one()
+        )
+        return XComModel.deserialize_value(row)
+
+
 def registry_versions():
     from mlflow import MlflowClient
 
@@ -119,18 +132,23 @@ def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, isolate
     for name in ("approve_promotion", "promote_model", "publish_report"):
         assert state_of(states, name, 0) == "success", name
 
-    (full_dir,) = [p / "demo" / "full" for p in training_dirs(isolated_state, "SPY")]
+    (full_dir,) = [p / "demo" / "full" for p in training_dirs(isolated_state, "SPY") if (p / "demo" / "full").exists()]
     assert (full_dir / "summary.json").exists() and (full_dir / "gate_full.json").exists()
     assert (full_dir / "report" / "report.md").exists()
 
     from mlflow import MlflowClient
 
+    registered = xcom_result(run, "register_model", 0)
+    report = xcom_result(run, "publish_report", 0)
+    assert report["model_name"] == registered["model_name"] and report["version"] == registered["version"]
+    assert "SPY" in registered["model_name"]
     versions = registry_versions()
-    spy_models = [name for name in versions if "SPY" in name.upper()]
-    assert len(spy_models) == 1 and not any("QQQ" in name.upper() for name in versions), versions
-    (version,) = versions[spy_models[0]]
+    assert not any("QQQ" in name.upper() for name in versions), versions
+    (version,) = versions[registered["model_name"]]
     assert any("gate" in key.lower() for key in version.tags), version.tags
     # promoted exactly when the gates passed (require_approval defaults to false)
     gate = json.loads((full_dir / "gate_full.json").read_text())
-    aliases = MlflowClient().get_registered_model(spy_models[0]).aliases
+    assert registered["passed"] == bool(gate.get("passed"))
+    aliases = MlflowClient().get_registered_model(registered["model_name"]).aliases
     assert ("champion" in aliases) == bool(gate.get("passed")), (gate.get("passed"), aliases)
+    assert xcom_result(run, "promote_model", 0)["promoted"] == bool(gate.get("passed"))

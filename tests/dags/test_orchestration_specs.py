@@ -123,14 +123,14 @@ def test_local_backend_exit_2_is_an_error_with_the_message(tmp_path):
 
     settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
     spec = specs.validate_spec("SPY", "demo", settings, str(tmp_path / "report"), data=str(tmp_path / "missing.csv"))
-    if run_help("validate"):
+    if command_missing("validate"):
         pytest.skip("`trainer validate` is not registered yet")
     with pytest.raises(StepError) as err:
         run_step(spec, {}, settings)
     assert err.value.result.get("command") == "validate"
 
 
-def run_help(command: str) -> bool:
+def command_missing(command: str) -> bool:
     """True when `trainer <command> --help` fails (the subcommand is not built yet)."""
     import subprocess
 
@@ -143,7 +143,7 @@ def test_local_backend_streams_and_returns_the_result(tmp_path, caplog):
 
     from trainer.orchestration.local import run_step
 
-    if run_help("validate"):
+    if command_missing("validate"):
         pytest.skip("`trainer validate` is not registered yet")
     settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
     spec = specs.validate_spec("SPY", "demo", settings, str(tmp_path / "report"))
@@ -158,7 +158,7 @@ def test_local_backend_invalid_data_is_a_verdict(tmp_path):
     from trainer.orchestration.local import run_step
     from trainer.orchestration.outcome import StepVerdictNo
 
-    if run_help("validate"):
+    if command_missing("validate"):
         pytest.skip("`trainer validate` is not registered yet")
     lines = (REPO_ROOT / "trainer" / "data" / "bundled" / "SPY.csv").read_text().splitlines()
     header = lines[0].split(",")
