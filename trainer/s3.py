@@ -19,11 +19,15 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """(bucket, key-or-prefix) of s3://bucket/key."""
     match = _URI.fullmatch(uri)
     if not match:
-        raise TrainerError(f"{uri}: expected s3://bucket/key")
+        from trainer.errors import DataError
+
+        raise DataError(f"{uri}: expected s3://bucket/key")
     return match.group(1), match.group(2)
 
 
 def s3_client():
+    """A client on a fresh boto3 Session: the default session caches the credentials it saw
+    first, so a corrected key in the environment would otherwise be ignored."""
     import boto3
     from botocore.config import Config
 
@@ -35,7 +39,7 @@ def s3_client():
         connect_timeout=5,
         read_timeout=60,
     )
-    return boto3.client("s3", config=config)
+    return boto3.session.Session().client("s3", config=config)
 
 
 def _hint(code: str, bucket: str, key: str, message: str) -> str:

@@ -48,6 +48,21 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
+def read_when_ready(client, bucket: str, key: str, timeout_s: float = 60.0) -> bytes:
+    """GET an object from a just-restarted SeaweedFS: its S3 gateway answers before the volume
+    server has re-registered its volumes with the master (InternalError until then)."""
+    from botocore.exceptions import ClientError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InternalError" or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, tmp_path: Path) -> None:
     """S3 dies after the first checkpoint object lands; after a restart on the same data dir a fresh
     pod (empty state dir) resumes from the checkpoint on S3 and reaches the same total step count."""
@@ -84,7 +99,8 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
         keys = [o["Key"] for o in client.list_objects_v2(Bucket=RUNS_BUCKET, Prefix=f"{prefix}/").get("Contents", [])]
         complete = sorted({k.split("/")[3] for k in keys if k.endswith("/COMPLETE")})
         assert complete, f"no complete checkpoint survived the restart: {keys}"
-        state = json.loads(client.get_object(Bucket=RUNS_BUCKET, Key=f"{prefix}/checkpoints/{complete[-1]}/state.json")["Body"].read())
+        state = json.loads(read_when_ready(client, RUNS_BUCKET, f"{prefix}/checkpoints/{complete[-1]}/state.json"))
+        read_when_ready(client, "market-data", "SPY.csv")
         resumed_from = int(complete[-1].removeprefix("ckpt-"))
         assert 0 < resumed_from < total
         assert f"{prefix}/summary.json" not in keys  # the failed attempt never reached S3 with a summary

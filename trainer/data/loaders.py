@@ -132,52 +132,13 @@ def _fetch(source: str) -> tuple[str, bytes]:
 
 def _fetch_s3(source: str) -> tuple[str, bytes]:
     """GET the object; boto3 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL itself."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+    from trainer.s3 import parse_s3_uri, s3_client, s3_errors
 
-    match = re.fullmatch(r"s3://([^/]+)/(.+)", source)
-    if not match:
+    bucket, key = parse_s3_uri(source)
+    if not key:
         raise DataError(f"{source}: expected s3://bucket/key")
-    bucket, key = match.groups()
-    # Path-style addressing: S3-compatible servers (SeaweedFS, MinIO) do not serve bucket subdomains.
-    # Few retries and short timeouts: a wrong endpoint should fail in seconds, not minutes.
-    config = Config(
-        s3={"addressing_style": "path"},
-        retries={"max_attempts": 2, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
-    )
-    hints = {
-        "NoSuchKey": f"no object {key!r} in bucket {bucket!r}",
-        "NoSuchBucket": f"bucket {bucket!r} does not exist",
-        "InvalidAccessKeyId": "the access key is not known to the server (check AWS_ACCESS_KEY_ID)",
-        "SignatureDoesNotMatch": "the secret key is wrong (check AWS_SECRET_ACCESS_KEY)",
-        "AccessDenied": f"access denied to s3://{bucket}/{key} for these credentials",
-        "404": f"no object {key!r} in bucket {bucket!r}",
-        "403": "access denied (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
-    }
-    try:
-        # A new session per load: the default session caches credentials from the first call.
-        client = boto3.session.Session().client("s3", config=config)
-        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        hint = hints.get(code, message)
-        raise DataError(f"{source}: S3 error {code or 'unknown'}: {hint}") from None
-    except NoCredentialsError:
-        raise DataError(
-            f"{source}: no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-            "(and AWS_ENDPOINT_URL for an S3-compatible server)"
-        ) from None
-    except EndpointConnectionError as exc:
-        raise DataError(
-            f"{source}: cannot reach the S3 endpoint {exc.kwargs.get('endpoint_url', '')} "
-            "(check AWS_ENDPOINT_URL and that the server is running)"
-        ) from None
-    except BotoCoreError as exc:
-        raise DataError(f"{source}: S3 request failed: {exc}") from None
+    with s3_errors(source, DataError):
+        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     return key, body
 
 
