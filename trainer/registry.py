@@ -313,33 +313,12 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 def _data_end(run_dir: Path, summary: dict[str, Any]) -> str:
-    """Last timestamp of the run's data: summary.json `data_end`, else the backtest's last bar
-    (the test split ends the chronological data), else the data file itself."""
+    """Last timestamp of the data the run trained on (summary.json `data_end`, ISO)."""
     import pandas as pd
 
-    if summary.get("data_end"):
-        return pd.Timestamp(summary["data_end"]).isoformat()
-    backtest = run_dir / "backtest.csv"
-    if backtest.exists():
-        stamps = pd.read_csv(backtest, usecols=["timestamp"])["timestamp"]
-        if len(stamps):
-            return pd.Timestamp(stamps.iloc[-1]).isoformat()
-    config_path = run_dir / "config.resolved.yaml"
-    if config_path.exists():
-        try:
-            from trainer.data.loaders import load_ohlcv, resolve_source
-        except ModuleNotFoundError:
-            pass
-        else:
-            from trainer.config import load_config
-
-            config = load_config(config_path)
-            frame = load_ohlcv(resolve_source(config.data.symbol, config.data.source))
-            return pd.Timestamp(frame.index.max()).isoformat()
-    raise TrainerError(
-        f"{run_dir}: cannot tell the run's data end (no data_end in summary.json, no backtest.csv, "
-        "no readable config.resolved.yaml); run `trainer evaluate` first"
-    )
+    if not summary.get("data_end"):
+        raise TrainerError(f"{run_dir}/summary.json: no data_end; was the run written by `trainer train`?")
+    return pd.Timestamp(summary["data_end"]).isoformat()
 
 
 @dataclass(frozen=True)

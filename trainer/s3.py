@@ -58,11 +58,18 @@ def _hint(code: str, bucket: str, key: str, message: str) -> str:
 @contextlib.contextmanager
 def s3_errors(uri: str, error: type[TrainerError] = TrainerError) -> Iterator[None]:
     """Turn boto3/botocore failures inside the block into one `error` naming `uri` and the fix."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
     bucket, key = parse_s3_uri(uri) if uri.startswith("s3://") else ("?", uri)
     try:
-        yield
+        try:
+            yield
+        except S3UploadFailedError as exc:
+            # upload_file wraps the server's ClientError (wrong key, no bucket) in its own error.
+            if isinstance(exc.__context__, ClientError):
+                raise exc.__context__ from None
+            raise error(f"{uri}: S3 upload failed: {exc}") from None
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)

@@ -35,6 +35,14 @@ class RunStorage:
         bucket, prefix = parse_s3_uri(self.remote)
         return bucket, f"{prefix.rstrip('/')}/{relative}" if prefix else relative
 
+    def check_access(self) -> None:
+        """Fail before training, not at the first checkpoint, when the bucket or keys are wrong."""
+        if not self.remote:
+            return
+        bucket, _ = parse_s3_uri(self.remote)
+        with s3_errors(self.remote):
+            s3_client().head_bucket(Bucket=bucket)
+
     def pull(self) -> None:
         """Fetch the remote summary and the newest complete checkpoint into the staging folder."""
         if not self.remote:

@@ -105,8 +105,8 @@ def make_run(root: Path, model_dir: Path, symbol: str, *, passed: bool = True, t
     shutil.copytree(model_dir, run_dir / "model")
     (run_dir / "summary.json").write_text(json.dumps({
         "status": "completed", "symbol": symbol, "algorithm": algorithm, "profile": "demo",
-        "config_hash": "cfg-1", "data_digest": digest, "code_version": "abc123", "mlflow_run_id": run_id,
-        "metrics": {"eval.sharpe": 0.2},
+        "config_hash": "cfg-1", "data_digest": digest, "data_end": data_end, "code_version": "abc123",
+        "mlflow_run_id": run_id, "metrics": {"eval.sharpe": 0.2},
     }))
     results = [
         {"id": "test_sharpe_min", "metric": "test.sharpe", "observed": sharpe, "comparison": ">",

@@ -68,6 +68,7 @@ def run(args) -> int:
     config = load_config(args.config, _overrides(args))
     output = args.output_dir or str(state_dir() / "runs" / config.data.symbol / config.name)
     storage = RunStorage(output)
+    storage.check_access()
     if args.resume:
         storage.pull()
     out = storage.local
@@ -121,6 +122,7 @@ def _train(args, config, storage, output: str) -> int:
         "stage": args.stage,
         "config_hash": config.config_hash(),
         "data_digest": data.digest,
+        "data_end": str(data.frame.index[-1]),
         "code_version": code_version(),
     }
     if not args.no_mlflow:

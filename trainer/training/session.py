@@ -283,8 +283,11 @@ class PeriodicCallback(BaseCallback):
         self._logged_windows = 0
 
     def _init_callback(self) -> None:
-        self._next_eval = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
-        self._next_ckpt = (self.num_timesteps // self.checkpoint_freq + 1) * self.checkpoint_freq
+        # SB3 sets the callback's own num_timesteps only at the first step; the model's is current
+        # (the resumed count), so the schedule continues where the checkpoint left it.
+        done = self.model.num_timesteps
+        self._next_eval = (done // self.eval_freq + 1) * self.eval_freq
+        self._next_ckpt = (done // self.checkpoint_freq + 1) * self.checkpoint_freq
         if self.session.wrapper:
             self._logged_windows = len(self.session.wrapper.monitor.records)
 
