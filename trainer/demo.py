@@ -101,13 +101,11 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
     db = state / "mlflow" / "mlflow.db"
     print("\n==== look around ====")
     print(f"MLflow UI:   {bin_dir / 'mlflow'} ui --backend-store-uri sqlite:///{db} --port 5000")
-    exports = " ".join(
-        f"{k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW", "TRAINER", "MLFLOW")) or k == "PATH"
-    )
-    print("Airflow UI:  export " + exports.replace(" AIRFLOW", " \\\n               AIRFLOW")
-          .replace(" TRAINER", " \\\n               TRAINER").replace(" MLFLOW", " \\\n               MLFLOW")
-          .replace(" PATH", " \\\n               PATH"))
-    print(f"             {bin_dir / 'airflow'} standalone   # then unpause {DAG_ID} or trigger it from the UI")
+    exports = [f"PATH={bin_dir}:$PATH"] + [
+        f"{k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW", "TRAINER", "MLFLOW"))
+    ]
+    print("Airflow UI:  export " + " \\\n               ".join(exports))
+    print(f"             airflow standalone   # then: airflow dags unpause {DAG_ID}, or trigger it from the UI")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ that, seed Fix 1) and turns it into the environment's action, a TARGET exposure 
 
 | option         | available when                                   | target exposure from the scaled action s        |
 |----------------|--------------------------------------------------|-------------------------------------------------|
-| OpenLong       | sl_confidence >= min_confidence, not yet long 90% of action_scale | toward +|s|, at most max_exposure_pct per step, never short |
+| OpenLong       | sl_confidence >= min_confidence, not yet long 90% of action_scale | toward +|s|, at most max_exposure_pct per step, never short (a short is covered at once) |
 | OpenShort      | same, mirrored                                   | toward -|s|, at most max_exposure_pct per step, never long  |
 | ClosePosition  | a position is open (|exposure| >= 0.01)          | exposure * (1 - |s|); all of it at profit_target / stop_loss |
 | TrendFollow    | |trend strength| >= momentum_threshold            | sign(trend) * min(|s|, max_position_size)        |
@@ -82,7 +82,7 @@ class OpenLongOption(TradingOption):
 
     def _success(self, state: MarketState, memory: dict) -> float:
         target = abs(memory.get("target", self.action_scale))
-        reached = self.direction * state.position[0] >= 0.9 * target
+        reached = self.direction * state.position[0] >= 0.9 * target - 1e-9  # 0.9 * 0.8 is 0.72000...01
         return 1.0 if reached else 0.0
 
     def _termination(self, step: int, state: MarketState, memory: dict) -> float:

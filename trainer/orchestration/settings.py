@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,6 +49,10 @@ class Profile(_Strict):
     full: StageSteps
     full_timeout_minutes: int = Field(720, ge=1, description="execution_timeout of one full-training try.")
     seed: int | None = Field(None, description="`--seed` for both stages; None = the config's training.seed.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Run-config keys (dotted paths) both stages set with `trainer train --set`; part of the config hash.",
+    )
 
     def stage(self, stage: str) -> StageSteps:
         if stage not in ("smoke", "full"):

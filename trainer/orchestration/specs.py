@@ -7,6 +7,8 @@ part of the argv: each backend adds it with a path it can read back.
 
 from __future__ import annotations
 
+import json
+
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -136,9 +138,10 @@ def stage_overrides(symbol: str, settings: PipelineSettings, profile: str, steps
         "training.n_envs": steps.n_envs,
         "training.eval_freq": steps.eval_freq,
     }
-    seed = settings.profile(profile).seed
-    if seed is not None:
-        overrides["training.seed"] = seed
+    prof = settings.profile(profile)
+    overrides.update(prof.overrides)
+    if prof.seed is not None:
+        overrides["training.seed"] = prof.seed
     return overrides
 
 
@@ -215,6 +218,8 @@ def train_spec(
     ]
     if prof.seed is not None:
         argv += ["--seed", str(prof.seed)]
+    for key, value in prof.overrides.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
     accelerator: Accelerator = "gpu" if run_key.stage == "full" else "cpu"
     return TaskSpec(step=f"{run_key.stage}_train", argv=tuple(argv), **_base(settings, accelerator))
 
