@@ -78,12 +78,18 @@ def test_local_train_argv(tmp_path):
         "--symbol", "SPY",
         "--profile", "demo",
         "--stage", "smoke",
-        "--total-timesteps", "1500",
+        "--total-timesteps", "2000",
         "--n-envs", "2",
-        "--eval-freq", "750",
+        "--eval-freq", "1000",
         "--output-dir", str(tmp_path.resolve() / "runs" / key.relpath),
         "--data", "/data/spy.csv",
         "--resume",
+        # the demo profile's config overrides, each part of the config hash
+        "--set", "options.warmup_steps=500",
+        "--set", "options.monitor.window_steps=250",
+        "--set", "sac.learning_starts=250",
+        "--set", "sac.buffer_size=20000",
+        "--set", "checkpoints.freq=1000",
     )
     assert spec.accelerator == "cpu" and spec.resources.gpu == 0
     assert specs.promote_spec("SPY", 3, "why", settings).argv == (
@@ -172,3 +178,14 @@ def test_local_backend_invalid_data_is_a_verdict(tmp_path):
     with pytest.raises(StepVerdictNo) as verdict:
         run_step(spec, {}, settings)
     assert verdict.value.result.get("passed") is False
+
+
+def test_relative_paths_resolve_against_the_settings_files_root(tmp_path):
+    """In the Airflow image the package sits in site-packages: a relative run config must resolve
+    next to the pipeline file (/opt/airflow/configs/...), not next to the installed package."""
+    root = tmp_path / "opt-airflow"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "pipeline.yaml").write_text((REPO_ROOT / "configs" / "pipeline.yaml").read_text())
+    settings = load_settings(root / "configs" / "pipeline.yaml", env={})
+    assert settings.local_config_path("demo") == root / "configs" / "phase_b1_options.yaml"
+    assert settings.runs_root() == str((root / "state" / "runs").resolve())

@@ -44,30 +44,41 @@ def test_executor_image_and_backend(values):
     assert values["dags"]["gitSync"]["enabled"] is False and values["dags"]["persistence"]["enabled"] is False
 
 
-def test_connections_and_config_come_from_references(values, our_objects):
+def test_connections_come_from_references(values):
     env_from = yaml.safe_load(values["extraEnvFrom"])
-    secret_refs = [e["secretRef"]["name"] for e in env_from if "secretRef" in e]
-    config_refs = [e["configMapRef"]["name"] for e in env_from if "configMapRef" in e]
-    assert secret_refs == ["airflow-connections"]
-    assert config_refs == ["hierarchical-options-pipeline"]
-    assert f"ConfigMap/{config_refs[0]}" in our_objects, "extraEnvFrom must name the ConfigMap our chart renders"
+    assert [e["secretRef"]["name"] for e in env_from if "secretRef" in e] == ["airflow-connections"]
+    assert not [e for e in env_from if "configMapRef" in e], "pipeline settings arrive as a mounted file, not as env"
     for key in ("fernetKeySecretName", "apiSecretKeySecretName", "jwtSecretName"):
         assert values[key], f"{key} must name an existing Secret"
     assert values["data"]["metadataSecretName"]
     assert values["postgresql"]["enabled"] is False
 
 
-def test_workers_mount_the_pod_template_and_use_the_bound_service_account(values, our_objects):
-    workers = values["workers"]
-    volume = next(v for v in workers["extraVolumes"] if "configMap" in v)
-    template_cm = our_objects[f"ConfigMap/{volume['configMap']['name']}"]
-    mount = next(m for m in workers["extraVolumeMounts"] if m["name"] == volume["name"])
-    pipeline = our_objects["ConfigMap/hierarchical-options-pipeline"]["data"]
-    template_path = PurePosixPath(pipeline["TRAINER_K8S_POD_TEMPLATE_FILE"])
-    assert str(template_path.parent) == mount["mountPath"]
-    assert template_path.name in template_cm["data"]
+def test_every_airflow_container_mounts_the_pipeline_file_the_env_names(values, our_objects, tmp_path):
+    """TRAINER_PIPELINE_CONFIG points at pipeline.yaml inside the mounted ConfigMap of our chart, and that file loads."""
+    from trainer.orchestration.settings import load_settings
+
+    env = {e["name"]: e["value"] for e in values["env"]}
+    assert env["TRAINER_BACKEND"] == "kubernetes"
+    config_path = PurePosixPath(env["TRAINER_PIPELINE_CONFIG"])
+    # Top-level volumes/volumeMounts reach every Airflow container, the KubernetesExecutor pod template included.
+    mount = next(m for m in values["volumeMounts"] if m["mountPath"] == str(config_path.parent))
+    assert mount.get("readOnly") is True and "subPath" not in mount, "a directory mount follows ConfigMap updates"
+    volume = next(v for v in values["volumes"] if v["name"] == mount["name"])
+    config_map = our_objects[f"ConfigMap/{volume['configMap']['name']}"]
+    assert config_map["metadata"]["namespace"] == "airflow"
+    assert list(config_map["data"]) == [config_path.name]
+    local = tmp_path / config_path.name
+    local.write_text(config_map["data"][config_path.name])
+    settings = load_settings(env={"TRAINER_PIPELINE_CONFIG": str(local), "TRAINER_BACKEND": env["TRAINER_BACKEND"]})
+    assert settings.backend == "kubernetes" and settings.kubernetes is not None
+    assert not [v for v in values["workers"].get("extraVolumes", []) if "trainer-pod-template" in str(v)]
+
+
+def test_workers_use_the_bound_service_account(values, our_objects):
     binding = our_objects["RoleBinding/hierarchical-options-pod-launcher"]
-    assert {"kind": "ServiceAccount", "name": workers["serviceAccount"]["name"], "namespace": "airflow"} in binding["subjects"]
+    subject = {"kind": "ServiceAccount", "name": values["workers"]["serviceAccount"]["name"], "namespace": "airflow"}
+    assert subject in binding["subjects"]
 
 
 def _official_schema() -> dict | None:

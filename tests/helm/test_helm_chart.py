@@ -4,49 +4,20 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 
 import helm_python
 import kubernetes_validate
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "hierarchical-options"
-PRODUCTION_VALUES = REPO / "helm" / "values-production-gpu.yaml"
-RELEASE, NAMESPACE = "hierarchical-options", "mlops"
-K8S_VERSION = "1.30.0"
-POD_TEMPLATE_KEY = "trainer-pod.yaml"
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (Kubernetes would keep only the last one)."""
-
-    def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-        duplicates = {k for k in keys if keys.count(k) > 1}
-        if duplicates:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark)
-        return super().construct_mapping(node, deep)
-
-
-def render(values: dict | None = None) -> dict[str, str]:
-    return helm_python.Chart.load(str(CHART)).render(values or {}, name=RELEASE, namespace=NAMESPACE)
-
-
-def documents(rendered: dict[str, str]) -> list[dict]:
-    """Every Kubernetes object, multi-document files split, plus the pod template held in its ConfigMap."""
-    docs = []
-    for path, text in rendered.items():
-        if path.endswith("NOTES.txt"):
-            continue
-        for doc in yaml.load_all(text, Loader=_UniqueKeyLoader):
-            if doc:
-                docs.append(doc)
-    for doc in list(docs):
-        if doc["kind"] == "ConfigMap" and POD_TEMPLATE_KEY in doc.get("data", {}):
-            docs.append(yaml.load(doc["data"][POD_TEMPLATE_KEY], Loader=_UniqueKeyLoader))
-    return docs
+from chart_render import (
+    CHART,
+    K8S_VERSION,
+    PRODUCTION_VALUES,
+    REPO,
+    documents,
+    pipeline_text,
+    render,
+)
 
 
 def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
@@ -58,12 +29,6 @@ def pod_specs(docs: list[dict]) -> list[tuple[str, dict]]:
         elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             specs.append((name, doc["spec"]["template"]["spec"]))
     return specs
-
-
-def training_pod(docs: list[dict]) -> dict:
-    pods = [d for d in docs if d["kind"] == "Pod"]
-    assert len(pods) == 1, "expected exactly one pod template"
-    return pods[0]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +43,8 @@ def rendered_sets(production_values) -> dict[str, list[dict]]:
         "destination": "s3://bucket/p", "s3EndpointUrl": "http://seaweedfs.storage:8333", "existingSecret": ""}
     everything_on["trainer"]["s3EndpointUrl"] = "http://seaweedfs.storage:8333"
     everything_on["trainer"]["extraEnv"] = [{"name": "OMP_NUM_THREADS", "value": "4"}]
+    everything_on["trainer"]["image"] = {"repository": "r/trainer", "tag": "1.10", "digest": "sha256:" + "b" * 64,
+                                         "pullPolicy": "Always"}
     return {
         "default": documents(render()),
         "production-gpu": documents(render(production_values)),
@@ -100,7 +67,8 @@ def test_production_values_lint_too():
 def test_every_manifest_validates_strictly_against_kubernetes_1_30(rendered_sets, values_set):
     docs = rendered_sets[values_set]
     kinds = {d["kind"] for d in docs}
-    assert {"Deployment", "Service", "ServiceAccount", "Namespace", "Role", "RoleBinding", "ConfigMap", "Pod"} <= kinds
+    assert {"Deployment", "Service", "ServiceAccount", "Namespace", "Role", "RoleBinding", "ConfigMap"} <= kinds
+    assert "Pod" not in kinds, "trainer pods are built by the DAG from pipeline.yaml, not from a chart pod template"
     for doc in docs:
         try:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -117,43 +85,22 @@ def test_production_renders_network_policies(rendered_sets):
     assert not [d for d in rendered_sets["default"] if d["kind"] == "NetworkPolicy"]
 
 
-def test_gpu_limits_only_in_production(rendered_sets):
-    prod = training_pod(rendered_sets["production-gpu"])
-    container = prod["spec"]["containers"][0]
-    assert container["name"] == "base", "KubernetesPodOperator merges into the container named 'base'"
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert prod["spec"]["nodeSelector"]["workload"] == "gpu"
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in prod["spec"]["tolerations"]
-    default = training_pod(rendered_sets["default"])
-    assert "nvidia.com/gpu" not in default["spec"]["containers"][0]["resources"].get("limits", {})
-
-
-def test_pipeline_configmap_matches_the_pod_template(rendered_sets):
-    docs = rendered_sets["production-gpu"]
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-pipeline"))["data"]
-    pod = training_pod(docs)
-    assert config["TRAINER_BACKEND"] == "kubernetes"
-    assert config["TRAINER_K8S_NAMESPACE"] == pod["metadata"]["namespace"] == "trainer"
-    assert config["TRAINER_K8S_SERVICE_ACCOUNT"] == pod["spec"]["serviceAccountName"]
-    assert config["TRAINER_K8S_IMAGE"] == pod["spec"]["containers"][0]["image"]
-    assert yaml.safe_load(config["TRAINER_K8S_RESOURCES"]) == pod["spec"]["containers"][0]["resources"]
-    assert yaml.safe_load(config["TRAINER_K8S_NODE_SELECTOR"]) == pod["spec"]["nodeSelector"]
-    assert yaml.safe_load(config["TRAINER_K8S_TOLERATIONS"]) == pod["spec"]["tolerations"]
-    assert config["TRAINER_K8S_STARTUP_TIMEOUT_SECONDS"] == "1200"
-    assert config["TRAINER_K8S_GPU_COUNT"] == "1"
-    assert config["MLFLOW_TRACKING_URI"] == "http://hierarchical-options-mlflow.mlops.svc.cluster.local:5000"
-
-
-def test_image_digest_overrides_the_tag():
-    digest = "sha256:" + "a" * 64
-    docs = documents(render({"trainer": {"image": {"repository": "r/trainer", "tag": "9.9", "digest": digest, "pullPolicy": "Always"}}}))
-    assert training_pod(docs)["spec"]["containers"][0]["image"] == f"r/trainer@{digest}"
+def test_pipeline_configmap_holds_only_pipeline_yaml_in_airflows_namespace(rendered_sets):
+    """The old TRAINER_K8S_* keys (read by nothing) are gone: one file, loaded by settings.py."""
+    for docs in rendered_sets.values():
+        text = pipeline_text(docs)
+        assert "TRAINER_K8S_" not in text
+        config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+        assert config_map["metadata"]["namespace"] == "airflow"
+    assert [d["metadata"]["name"] for d in rendered_sets["default"] if d["kind"] == "ConfigMap"] == [
+        "hierarchical-options-pipeline"
+    ], "no other ConfigMap (the dead pod-template ConfigMap is gone)"
 
 
 @pytest.mark.parametrize("values_set", ["default", "production-gpu", "all-features"])
 def test_every_pod_runs_as_non_root(rendered_sets, values_set):
     specs = pod_specs(rendered_sets[values_set])
-    assert len(specs) == 2  # the MLflow Deployment and the training pod template
+    assert len(specs) == 1  # the MLflow Deployment (trainer pods: tests/helm/test_pipeline_settings.py)
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, f"{name}: runAsNonRoot missing"
         assert spec["securityContext"]["runAsUser"] > 0, name
@@ -163,9 +110,14 @@ def test_every_pod_runs_as_non_root(rendered_sets, values_set):
             assert container["resources"].get("requests"), f"{name}: no resource requests"
 
 
-def test_root_cannot_be_configured():
+@pytest.mark.parametrize(
+    "values",
+    [{"trainer": {"runAsUser": 0}}, {"trainer": {"runAsGroup": 0}}, {"mlflow": {"podSecurityContext": {"runAsNonRoot": False}}}],
+    ids=["trainer-uid", "trainer-gid", "mlflow"],
+)
+def test_root_cannot_be_configured(values):
     with pytest.raises(helm_python.HelmError):
-        render({"trainer": {"podSecurityContext": {"runAsNonRoot": False}}})
+        render(values)
 
 
 def test_rbac_is_explicit_and_exactly_what_the_pod_operator_needs(rendered_sets):
@@ -199,9 +151,14 @@ SENTINEL = "S3NT1NEL-do-not-render-7f3a"
         {"trainer": {"extraEnv": [{"name": "AWS_SECRET_ACCESS_KEY", "value": SENTINEL}]}},
         {"trainer": {"extraEnv": [{"name": "MLFLOW_TRACKING_PASSWORD", "value": SENTINEL}]}},
         {"trainer": {"env": [{"name": "AWS_ACCESS_KEY_ID", "value": SENTINEL}]}},
+        {"trainer": {"secretEnv": [{"env": "AWS_SECRET_ACCESS_KEY", "secret": "s3", "key": "k", "value": SENTINEL}]}},
+        {"trainer": {"secretEnv": [{"env": "AWS_SECRET_ACCESS_KEY", "secret": SENTINEL.lower(), "key": SENTINEL,
+                                    "valueFrom": SENTINEL}]}},
+        {"pipeline": {"password": SENTINEL}},
         {"global": {"secrets": {"s3": SENTINEL}}},
     ],
-    ids=["backend-uri", "s3-secret-key", "mlflow-password", "extraEnv-secret-key", "extraEnv-password", "trainer-env", "global"],
+    ids=["backend-uri", "s3-secret-key", "mlflow-password", "extraEnv-secret-key", "extraEnv-password", "trainer-env",
+         "secretEnv-value", "secretEnv-valueFrom", "pipeline-password", "global"],
 )
 def test_secret_values_are_refused_and_never_rendered(inline_secret):
     """The chart takes secrets by reference only: an inline value fails schema validation, so it cannot leak."""
@@ -215,7 +172,7 @@ def test_only_secret_references_reach_the_manifests(rendered_sets):
     values = {
         "mlflow": {"backendStore": {"existingSecret": names["backend"], "uriKey": "uri"},
                    "artifacts": {"destination": "s3://bucket/p", "existingSecret": names["s3"]}},
-        "trainer": {"envFromSecrets": [names["trainer"]]},
+        "trainer": {"secretEnv": [{"env": "AWS_SECRET_ACCESS_KEY", "secret": names["trainer"], "key": "secret_access_key"}]},
     }
     rendered = render(values)
     text = "\n".join(rendered.values())
@@ -228,8 +185,9 @@ def test_only_secret_references_reach_the_manifests(rendered_sets):
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"]["name"] == names["s3"] and "value" not in env[key]
     assert not [a for a in mlflow["args"] if a.startswith("--backend-store-uri")], "the URI must not be an argument"
-    pod = training_pod(docs)["spec"]["containers"][0]
-    assert pod["envFrom"] == [{"secretRef": {"name": names["trainer"]}}]
+    settings = yaml.safe_load(pipeline_text(docs))["kubernetes"]
+    assert settings["secret_env"] == [{"env": "AWS_SECRET_ACCESS_KEY", "secret": names["trainer"], "key": "secret_access_key"}]
+    assert not [name for name in settings["env"] if re.search(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|STORE_URI)", name)]
     # Every secret-looking variable in every rendered object comes from a Secret reference.
     for name, spec in pod_specs(docs):
         for container in spec["containers"]:
@@ -262,11 +220,12 @@ def test_mlflow_server_contract(rendered_sets):
     [
         {"unknownTopLevel": True},
         {"mlflow": {"replica": 2}},
-        {"trainer": {"gpu": {"enabled": True, "cout": 2}}},
+        {"trainer": {"placement": {"gpu": {"resources": {"cpu": "8", "memory": "32Gi", "gpus": 2}}}}},
+        {"pipeline": {"profiles": {"production": {"smoke": {"totalTimestep": 5}}}}},
         {"networkPolicy": {"s3": {"cidr": ["10.0.0.0/8"]}}},
         {"rbac": {"allowPodExecc": False}},
     ],
-    ids=["top-level", "mlflow", "trainer.gpu", "networkPolicy.s3", "rbac"],
+    ids=["top-level", "mlflow", "trainer.placement.gpu", "pipeline.profiles", "networkPolicy.s3", "rbac"],
 )
 def test_unknown_keys_fail_schema_validation(values):
     with pytest.raises(helm_python.HelmValuesError, match="additional propert"):

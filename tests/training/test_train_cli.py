@@ -186,3 +186,48 @@ def test_evaluate_backtests_against_buy_and_hold_and_a_registered_phase_a(state)
     # a second evaluation reuses the registered baseline instead of training another
     trainer("evaluate", "--run", str(out))
     assert json.loads((out / "evaluation.json").read_text())["baseline"]["source"] == "registry"
+
+
+def test_collapse_aborts_the_run_and_fails_the_smoke_gate(state):
+    """A deliberately collapsed run: any option above 20% of a window counts as collapse, so the
+    early stop fires after warmup and the smoke gate refuses the run."""
+    out = state / "collapsed"
+    proc = trainer(*train_args(out, steps=1500), "--no-mlflow",
+                   "--set", "options.monitor.collapse_threshold=0.2", "--set", "options.monitor.collapse_patience=2",
+                   check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "OPTION COLLAPSE DETECTED" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "aborted: option collapse"
+    assert "consecutive windows" in summary["reason"]
+    assert summary["total_timesteps"] < 1500  # stopped early instead of burning the budget
+    assert summary["metrics"]["monitor.collapse_warnings"] >= 2
+    gate = trainer("gate", "--run", str(out), "--stage", "smoke", check=False)
+    assert gate.returncode == 1
+    verdict = json.loads((out / "gate_smoke.json").read_text())
+    assert not verdict["passed"]
+    failed = {r["id"] for r in verdict["results"] if r["status"] != "pass"}
+    assert "smoke_no_collapse_warning" in failed
+
+
+def test_seed_smoke_expectations_on_a_shorter_run(state):
+    """The seed's first-5k-steps expectations with the shipped networks and 4 envs, on 2,500 steps
+    (the full 10k-step run is benchmarks/smoke_run.py, its output in the README): every option
+    selected, average durations > 3, no collapse warning, temperature decayed by the formula."""
+    out = state / "smoke"
+    trainer("train", "--config", B1, "--symbol", "SPY", "--total-timesteps", "2500", "--n-envs", "4",
+            "--eval-freq", "2500", "--output-dir", str(out), "--no-mlflow",
+            "--set", "options.warmup_steps=1000", "--set", "options.monitor.window_steps=500",
+            "--set", "sac.learning_starts=500", "--set", "sac.buffer_size=10000")
+    records = json.loads((out / "monitor_metrics.json").read_text())
+    names = ("open_long", "open_short", "close_position", "trend_follow", "scalp", "wait")
+    for name in names:
+        assert sum(r[f"options/selections/{name}"] for r in records) >= 1, name
+    for name in names:  # window means weighted by selections: the option's average over the run
+        pairs = [(r[f"options/avg_duration/{name}"], r[f"options/selections/{name}"]) for r in records
+                 if r[f"options/avg_duration/{name}"] is not None]
+        assert sum(d * n for d, n in pairs) / sum(n for _, n in pairs) > 3, name
+    assert not any(r["collapse_warning"] for r in records)
+    last = records[-1]
+    assert last["options/num_updates"] > 0
+    assert last["options/temperature"] == pytest.approx(max(0.1, 0.9995 ** last["options/num_updates"]), rel=1e-9)

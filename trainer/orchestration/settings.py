@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trainer.errors import TrainerError
 from trainer.symbols import validate_symbol
@@ -157,6 +157,8 @@ class PipelineSettings(_Strict):
     local: LocalSettings = Field(default_factory=LocalSettings)
     kubernetes: KubernetesSettings | None = None
     state_dir: str | None = Field(None, description="Filled from TRAINER_STATE_DIR by load_settings.")
+    # Base of relative paths: set by load_settings to the folder above the settings file's folder.
+    _base_dir: Path = PrivateAttr(default=REPO_ROOT)
 
     @model_validator(mode="after")
     def _consistent(self) -> "PipelineSettings":
@@ -178,13 +180,13 @@ class PipelineSettings(_Strict):
             assert self.kubernetes is not None
             return self.kubernetes.runs_root
         if self.local.runs_root:
-            return str(_under_repo(self.local.runs_root))
-        state = Path(self.state_dir) if self.state_dir else REPO_ROOT / "state"
+            return str(self._resolve(self.local.runs_root))
+        state = Path(self.state_dir) if self.state_dir else self._base_dir / "state"
         return str(state.resolve() / "runs")
 
     def local_config_path(self, profile: str) -> Path:
         """The run config as this machine sees it (the config hash is computed from this file)."""
-        return _under_repo(self.profile(profile).config)
+        return self._resolve(self.profile(profile).config)
 
     def step_config_path(self, profile: str) -> str:
         """The run config as the step sees it: the local file, or its copy inside the image."""
@@ -194,9 +196,9 @@ class PipelineSettings(_Strict):
         return str(self.local_config_path(profile))
 
 
-def _under_repo(path: str) -> Path:
-    candidate = Path(path)
-    return candidate if candidate.is_absolute() else REPO_ROOT / candidate
+    def _resolve(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self._base_dir / candidate
 
 
 def _format_error(source: str, err: ValidationError) -> str:
@@ -233,6 +235,11 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if env.get("TRAINER_STATE_DIR"):
         tree["state_dir"] = env["TRAINER_STATE_DIR"]
     try:
-        return PipelineSettings.model_validate(tree)
+        settings = PipelineSettings.model_validate(tree)
     except ValidationError as exc:
         raise SettingsError(_format_error(str(source), exc)) from None
+    # Relative paths are relative to the folder above the file's own (the repository root for
+    # configs/pipeline.yaml, /opt/airflow for the image's /opt/airflow/configs/pipeline.yaml),
+    # never to wherever the package happens to be installed.
+    settings._base_dir = source.resolve().parent.parent
+    return settings

@@ -86,92 +86,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The GPU training pod (KubernetesPodOperator pod_template): the DAG's operator sets the
-     command/arguments and the pod name; everything about placement and safety is here. */}}
-{{- define "ho.trainer.podTemplate" -}}
-apiVersion: v1
-kind: Pod
-metadata:
-  name: trainer
-  namespace: {{ include "ho.trainer.namespace" . }}
-  labels:
-    {{- include "ho.labels" . | nindent 4 }}
-    app.kubernetes.io/component: trainer
-  {{- with .Values.trainer.podAnnotations }}
-  annotations:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-spec:
-  serviceAccountName: {{ include "ho.trainer.serviceAccountName" . }}
-  # Trainer pods never talk to the Kubernetes API.
-  automountServiceAccountToken: false
-  restartPolicy: Never
-  {{- with .Values.global.imagePullSecrets }}
-  imagePullSecrets:
-    {{- range . }}
-    - name: {{ . }}
-    {{- end }}
-  {{- end }}
-  securityContext:
-    {{- toYaml .Values.trainer.podSecurityContext | nindent 4 }}
-  {{- with .Values.trainer.nodeSelector }}
-  nodeSelector:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with .Values.trainer.tolerations }}
-  tolerations:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  {{- with .Values.trainer.affinity }}
-  affinity:
-    {{- toYaml . | nindent 4 }}
-  {{- end }}
-  containers:
-    # KubernetesPodOperator merges its container into the one named "base".
-    - name: base
-      image: {{ include "ho.image" (dict "image" .Values.trainer.image "default" .Chart.AppVersion) }}
-      imagePullPolicy: {{ .Values.trainer.image.pullPolicy }}
-      env:
-        - name: TRAINER_BACKEND
-          value: kubernetes
-        - name: MLFLOW_TRACKING_URI
-          value: {{ include "ho.trainer.trackingUri" . | quote }}
-        - name: TRAINER_STATE_DIR
-          value: /workspace/state
-        {{- with .Values.trainer.s3EndpointUrl }}
-        - name: AWS_ENDPOINT_URL
-          value: {{ . | quote }}
-        {{- end }}
-        {{- with .Values.trainer.extraEnv }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
-      {{- with .Values.trainer.envFromSecrets }}
-      envFrom:
-        {{- range . }}
-        - secretRef:
-            name: {{ . }}
-        {{- end }}
-      {{- end }}
-      resources:
-        {{- $resources := deepCopy .Values.trainer.resources }}
-        {{- if .Values.trainer.gpu.enabled }}
-        {{- $limits := default (dict) $resources.limits }}
-        {{- $_ := set $limits .Values.trainer.gpu.resourceName (.Values.trainer.gpu.count | toString) }}
-        {{- $_ := set $resources "limits" $limits }}
-        {{- end }}
-        {{- toYaml $resources | nindent 8 }}
-      securityContext:
-        {{- toYaml .Values.trainer.containerSecurityContext | nindent 8 }}
-      volumeMounts:
-        - name: workspace
-          mountPath: /workspace
-        - name: tmp
-          mountPath: /tmp
-  volumes:
-    - name: workspace
-      emptyDir:
-        sizeLimit: {{ .Values.trainer.workspaceSizeLimit }}
-    - name: tmp
-      emptyDir:
-        sizeLimit: 1Gi
+{{/* One placement (resources, node selector, tolerations) in pipeline.yaml's shape; call with trainer.placement.<cpu|gpu>. */}}
+{{- define "ho.pipeline.placement" -}}
+resources:
+  cpu: {{ .resources.cpu | toString | quote }}
+  memory: {{ .resources.memory | toString | quote }}
+  gpu: {{ .resources.gpu | int }}
+node_selector:
+  {{- toYaml (default (dict) .nodeSelector) | nindent 2 }}
+tolerations:
+  {{- toYaml (default (list) .tolerations) | nindent 2 }}
+{{- end }}
+
+{{/* One stage's step counts in pipeline.yaml's shape; call with pipeline.profiles.<name>.<smoke|full>. */}}
+{{- define "ho.pipeline.steps" -}}
+total_timesteps: {{ .totalTimesteps | int }}
+n_envs: {{ .nEnvs | int }}
+eval_freq: {{ .evalFreq | int }}
 {{- end }}
