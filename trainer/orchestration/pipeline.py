@@ -109,10 +109,11 @@ def smoke_gate(smoke: dict[str, Any], context: Any, settings: PipelineSettings |
     settings = settings or load_settings()
     spec = specs.gate_spec(smoke["run_dir"], "smoke", settings)
     try:
-        result = run_step(spec, context, settings)
+        run_step(spec, context, settings)
     except StepVerdictNo as exc:
         raise AirflowFailException(
-            f"smoke gate failed for {smoke['symbol']}: {exc.result.get('failures') or exc.result}; "
+            f"smoke gate failed for {smoke['symbol']}: gates not passed: "
+            f"{', '.join(exc.result.get('blocking_failed') or []) or exc.result}; "
             f"no full training. Details: {smoke['run_dir']}/gate_smoke.json"
         ) from exc
     return {"symbol": smoke["symbol"], "passed": True, "run_dir": smoke["run_dir"]}
