@@ -40,11 +40,15 @@ def demo_env(repo: Path, state: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{state / 'airflow' / 'airflow.db'}",
+        # `airflow standalone` on this state serves the UI on loopback only.
+        "AIRFLOW__API__HOST": "127.0.0.1",
         "TRAINER_STATE_DIR": str(state),
         "TRAINER_BACKEND": "local",
+        # Manual triggers only: unpausing the DAG here must not start the nightly *production*
+        # run (500k steps) on a laptop. Unset it to run the configured schedule.
+        "TRAINER_SCHEDULE": "none",
         "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
         "MLFLOW_REGISTRY_URI": f"sqlite:///{db}",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(state / "mlflow" / "artifacts"),
         "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
     }
 
@@ -105,7 +109,8 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
         f"{k}={v}" for k, v in env.items() if k.startswith(("AIRFLOW", "TRAINER", "MLFLOW"))
     ]
     print("Airflow UI:  export " + " \\\n               ".join(exports))
-    print(f"             airflow standalone   # then: airflow dags unpause {DAG_ID}, or trigger it from the UI")
+    print(f"             airflow standalone   # UI on http://127.0.0.1:8080; then: airflow dags unpause {DAG_ID}")
+    print(f"""             airflow dags trigger {DAG_ID} -c '{{"symbols": ["SPY", "QQQ"], "profile": "demo"}}'""")
 
 
 def main(argv: list[str] | None = None) -> int:

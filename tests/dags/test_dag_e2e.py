@@ -53,7 +53,6 @@ def isolated_state(tmp_path, monkeypatch, airflow_db):
     monkeypatch.setenv("TRAINER_BACKEND", "local")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{db}")
-    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", str(state / "mlflow" / "artifacts"))
     monkeypatch.setenv("TORCH_NUM_THREADS", "1")
     return state
 
