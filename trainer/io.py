@@ -33,6 +33,24 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """A JSON object from `path`, or a TrainerError naming the file and what was wrong."""
+    from trainer.errors import TrainerError
+
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise TrainerError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise TrainerError(f"{path}: {what} is not valid JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise TrainerError(f"{path}: {what} must be a JSON object")
+    return payload
+
+
 def _jsonable(value: Any) -> Any:
     """numpy scalars and paths in results; NaN stays NaN (json writes it as NaN)."""
     if hasattr(value, "item"):

@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 
 from trainer import ledger
 from trainer.errors import EXIT_FAILED, TrainerError
+from trainer.io import read_json_object
 from trainer.ledger import LedgerRecord
 from trainer.symbols import validate_symbol
 
@@ -303,15 +304,6 @@ def _tag_lock(client: Any, name: str) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainerError(f"{path}: {what} not found") from None
-    except ValueError as exc:
-        raise TrainerError(f"{path}: {what} is not valid JSON ({exc})") from None
-
-
 def _data_end(run_dir: Path, summary: dict[str, Any]) -> str:
     """Last timestamp of the data the run trained on (summary.json `data_end`, ISO)."""
     import pandas as pd
@@ -340,15 +332,15 @@ class _RunFacts:
 
 
 def _read_run(run_dir: Path) -> _RunFacts:
-    summary = _read_json(run_dir / "summary.json", "summary.json")
-    gate = _read_json(run_dir / "gate_full.json", "gate_full.json (run `trainer gate --stage full` first)")
+    summary = read_json_object(run_dir / "summary.json", "summary.json")
+    gate = read_json_object(run_dir / "gate_full.json", "gate_full.json (run `trainer gate --stage full` first)")
     verdict = gate.get("verdict", gate)  # `trainer gate` writes the verdict at the top level
     if verdict.get("stage", "full") != "full":
         raise TrainerError(f"{run_dir / 'gate_full.json'}: stage is {verdict.get('stage')!r}, expected 'full'")
     metrics = dict(summary.get("metrics") or {})
     evaluation_path = run_dir / "evaluation.json"
     if evaluation_path.exists():
-        metrics.update(_read_json(evaluation_path, "evaluation.json").get("metrics") or {})
+        metrics.update(read_json_object(evaluation_path, "evaluation.json").get("metrics") or {})
     for key in ("symbol", "algorithm", "mlflow_run_id"):
         if not summary.get(key):
             raise TrainerError(f"{run_dir / 'summary.json'}: `{key}` is missing; the run cannot be registered")

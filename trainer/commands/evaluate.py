@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -31,15 +30,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def _read(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainerError(f"{path}: {what} not found; is this a run directory written by `trainer train`?") from None
-    except json.JSONDecodeError as exc:
-        raise TrainerError(f"{path}: {what} is not valid JSON ({exc})") from None
-
-
 def run(args) -> int:
     import numpy as np
     import pandas as pd
@@ -48,13 +38,17 @@ def run(args) -> int:
     from trainer.config import OPTION_NAMES, load_config
     from trainer.envs.factory import load_market_data
     from trainer.evaluation import baseline as baseline_mod
-    from trainer.evaluation.metrics import backtest_metrics, option_usage, option_usage_metrics
+    from trainer.evaluation.metrics import (
+        backtest_metrics,
+        option_usage,
+        option_usage_metrics,
+    )
     from trainer.evaluation.statistics import sharpe_summary
-    from trainer.io import write_json_atomic, write_text_atomic
+    from trainer.io import read_json_object, write_json_atomic, write_text_atomic
     from trainer.tracking import state_dir
 
     run_dir = Path(args.run)
-    summary = _read(run_dir / "summary.json", "summary.json")
+    summary = read_json_object(run_dir / "summary.json", "summary.json (is this a run directory written by `trainer train`?)")
     if summary.get("status") != "completed":
         raise TrainerError(f"{run_dir}: the run's status is {summary.get('status')!r}; only completed runs are evaluated")
     model_dir = run_dir / "best_model" if (run_dir / "best_model" / "meta.json").exists() else run_dir / "model"

@@ -9,7 +9,6 @@ verdict, writes the verdict JSON atomically, exits 0 pass / 1 fail / 2 error.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import EXIT_FAILED, EXIT_OK, TrainerError
-from trainer.io import write_json_atomic
+from trainer.io import read_json_object, write_json_atomic
 
 SUMMARY_FILE = "summary.json"
 EVALUATION_FILE = "evaluation.json"
@@ -63,20 +62,6 @@ def register(subparsers: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise TrainerError(f"{path}: {what} not found") from None
-    except OSError as exc:
-        raise TrainerError(f"{path}: cannot read {what} ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise TrainerError(f"{path}: {what} is not valid JSON ({exc})") from None
-    if not isinstance(payload, dict):
-        raise TrainerError(f"{path}: {what} must be a JSON object")
-    return payload
-
-
 def _metrics_of(payload: dict[str, Any], path: Path, what: str) -> dict[str, Any]:
     metrics = payload.get("metrics")
     if not isinstance(metrics, dict):
@@ -90,11 +75,11 @@ def read_run_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     evaluation.json's metrics override summary.json's where both name the same metric.
     """
     summary_path = folder / SUMMARY_FILE
-    summary = _read_json(summary_path, SUMMARY_FILE)
+    summary = read_json_object(summary_path, SUMMARY_FILE)
     metrics = dict(_metrics_of(summary, summary_path, SUMMARY_FILE))
     evaluation_path = folder / EVALUATION_FILE
     if evaluation_path.exists():
-        metrics.update(_metrics_of(_read_json(evaluation_path, EVALUATION_FILE), evaluation_path, EVALUATION_FILE))
+        metrics.update(_metrics_of(read_json_object(evaluation_path, EVALUATION_FILE), evaluation_path, EVALUATION_FILE))
     return summary, metrics
 
 
