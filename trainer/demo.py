@@ -40,8 +40,10 @@ def demo_env(repo: Path, state: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{state / 'airflow' / 'airflow.db'}",
-        # `airflow standalone` on this state serves the UI on loopback only.
+        # `airflow standalone` on this state serves the UI (and the task execution API) on loopback only.
         "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": "8080",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:8080/execution/",
         "TRAINER_STATE_DIR": str(state),
         "TRAINER_BACKEND": "local",
         # Manual triggers only: unpausing the DAG here must not start the nightly *production*

@@ -56,9 +56,34 @@ def configure_mlflow(experiment: str = EXPERIMENT_NAME) -> str:
     Returns the experiment id.
     """
     _client_defaults()
+    uri = tracking_uri()
+    if not is_local_store(uri):
+        return _configure(uri, experiment)
+    # Two steps starting at once (two symbols in one DAG run) would both create and migrate a new
+    # sqlite store and collide ("duplicate column name"); the first one in does it alone.
+    import fcntl
+
+    lock_path = _init_lock_path(uri)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _configure(uri, experiment)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _init_lock_path(uri: str) -> Path:
+    """Next to the sqlite file (so every process using that store agrees), else in the state dir."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        return db.with_name(f".{db.name}.init.lock")
+    return state_dir() / "mlflow" / ".init.lock"
+
+
+def _configure(uri: str, experiment: str) -> str:
     import mlflow
 
-    uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(registry_uri())
     existing = mlflow.get_experiment_by_name(experiment)
