@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
-from trainer.config import OPTION_NAMES, OptionsConfig
+from trainer.config import OptionsConfig
 from trainer.envs.layout import ObservationLayout
 from trainer.errors import NonFiniteError
 from trainer.hierarchy.controller import OptionsLearner
@@ -212,6 +212,3 @@ class OptionVecEnv(VecEnvWrapper):
         one_hot = np.zeros((self.num_envs, self.cfg.num_options), dtype=np.float32)
         one_hot[np.arange(self.num_envs), self.active_options()] = 1.0
         return np.concatenate([obs.astype(np.float32), one_hot], axis=1)
-
-    def option_names(self) -> tuple[str, ...]:
-        return OPTION_NAMES

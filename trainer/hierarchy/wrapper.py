@@ -68,10 +68,6 @@ class HierarchicalSACWrapper:
         self.monitor = OptionsMonitorCallback(self.option_env, self.learner, cfg)
         self.controller_training = OptionsTrainingCallback(self.learner, self.option_buffer, cfg)
 
-    def callbacks(self) -> CallbackList:
-        """The callbacks that make SAC hierarchical; pass them (plus yours) to `learn`."""
-        return CallbackList([self.controller_training, self.monitor])
-
     def learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True):
         callbacks = [self.controller_training, self.monitor] + ([callback] if callback else [])
         self.model.learn(total_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=reset_num_timesteps)

@@ -82,7 +82,7 @@ def write_checkpoint(root: Path, steps: int, session, state: dict, keep_last: in
         save_replay(session.sac.replay_buffer, partial / "replay_buffer.npz")
     wrapper = session.wrapper
     if wrapper is not None:
-        torch.save(wrapper.learner.state_dict(), partial / "controller.pt")
+        wrapper.save_controller(partial / "controller.pt")
         wrapper.option_buffer.save(partial / "option_buffer.npz")
     torch.save(rng_state(wrapper.option_env.rng if wrapper else None), partial / "rng.pt")
     write_json_atomic(partial / "state.json", {**state, "num_timesteps": steps})
