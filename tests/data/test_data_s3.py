@@ -80,3 +80,25 @@ def test_missing_credentials(aws_env: S3Server, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     with pytest.raises(DataError, match="no AWS credentials found"):
         load_ohlcv(f"s3://{BUCKET}/SPY.csv")
+
+
+def test_signals_file_loads_from_s3(aws_env: S3Server, tmp_path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from trainer.data.signals import load_signals
+
+    bars = load_ohlcv(bundled_path("SPY")).index[:300]
+    table = pd.DataFrame({"Date": bars.strftime("%Y-%m-%d"), "Sentiment": np.linspace(0, 1, len(bars))})
+    path = tmp_path / "signals.csv"
+    table.to_csv(path, index=False)
+    client = aws_env.client()
+    if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=BUCKET)
+    client.upload_file(str(path), BUCKET, "signals/SPY.csv")
+    frame, info = load_signals(f"s3://{BUCKET}/signals/SPY.csv")
+    local, _ = load_signals(str(path))
+    assert frame.equals(local) and list(frame.columns) == ["sentiment"]
+    assert info["uri"] == f"s3://{BUCKET}/signals/SPY.csv" and info["suite"] == "signals_v1"
+    with pytest.raises(DataError, match="NoSuchKey"):
+        load_signals(f"s3://{BUCKET}/signals/NOPE.csv")

@@ -176,6 +176,11 @@ class TestWait:
     def test_strong_sl_confidence(self):
         assert self.opt.termination_probability(5, state(sl=0.76), {}) == pytest.approx(0.65)
 
+    def test_strong_bearish_sl_confidence_too(self):
+        # a strong view either way: max(sl, 1 - sl) > 0.75
+        assert self.opt.termination_probability(5, state(sl=0.24), {}) == pytest.approx(0.65)
+        assert self.opt.termination_probability(5, state(sl=0.25), {}) == pytest.approx(sig(5, 5, 30))
+
     def test_the_strongest_signal_wins(self):
         assert self.opt.termination_probability(5, state(sentiment=0.9, trend=0.05, sl=0.9), {}) == pytest.approx(0.85)
         assert self.opt.termination_probability(5, state(trend=0.05, sl=0.9), {}) == pytest.approx(0.75)
@@ -260,6 +265,24 @@ def test_open_long_needs_confidence():
     assert not opt.available(state(sl=0.49))
 
 
+def test_open_short_needs_the_mirrored_confidence():
+    # sl_confidence is directional (0 = down .. 1 = up): a short needs 1 - sl >= min_confidence 0.5
+    opt = OPTIONS["open_short"]
+    assert opt.available(state(sl=0.5)) and opt.available(state(sl=0.1))
+    assert not opt.available(state(sl=0.51))
+    cfg = OptionsConfig(open_short={**CFG.open_short.model_dump(), "min_confidence": 0.7})
+    strict = dict(zip(OPTION_NAMES, build_options(cfg)))["open_short"]
+    assert strict.available(state(sl=0.3)) and not strict.available(state(sl=0.31))
+
+
+@pytest.mark.parametrize("sl", [0.0, 0.25, 0.5, 0.75, 1.0, 0.3, 0.62])
+def test_at_most_one_open_option_has_a_view_and_both_at_neutral(sl):
+    long_ok = OPTIONS["open_long"].available(state(sl=sl))
+    short_ok = OPTIONS["open_short"].available(state(sl=sl))
+    assert long_ok or short_ok
+    assert (long_ok and short_ok) == (sl == 0.5)
+
+
 @pytest.mark.parametrize(
     "market",
     [state(), state(position=1.0, trend=0.5, sentiment=0.0, sl=0.0), state(position=-1.0, trend=-0.5, sentiment=1.0, sl=1.0)],
@@ -282,10 +305,10 @@ def test_availability_mask_rows():
     )
     mask = availability_mask(options, batch)
     assert mask.shape == (2, 6) and mask.dtype == bool
-    # env 0: flat, no trend, low confidence -> only scalp and wait
-    assert mask[0].tolist() == [False, False, False, False, True, True]
-    # env 1: long 0.5 (< 0.72), trend 0.02, confidence 0.6 -> all six
-    assert mask[1].tolist() == [True, True, True, True, True, True]
+    # env 0: flat, no trend, sl 0.4 (a bearish view: 1 - 0.4 >= 0.5) -> open_short, scalp, wait
+    assert mask[0].tolist() == [False, True, False, False, True, True]
+    # env 1: long 0.5 (< 0.72), trend 0.02, sl 0.6 (bullish: no open_short) -> the other five
+    assert mask[1].tolist() == [True, False, True, True, True, True]
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,3 +368,73 @@ def test_close_position_reduces_and_exits_at_targets():
     assert opt.target_exposure(1.0, state(position=-0.6), {}) == 0.0
     assert opt.target_exposure(0.1, state(position=0.6, pnl=0.021), {}) == 0.0  # profit target 0.02
     assert opt.target_exposure(0.1, state(position=0.6, pnl=-0.011), {}) == 0.0  # stop loss -0.01
+
+
+# --------------------------------------------------------------------------------------------
+# Which rule ended the option: termination() -> (probability, rule)
+# --------------------------------------------------------------------------------------------
+
+RULE_CASES = [
+    # (option, step, state, memory, probability, rule)
+    ("open_long", 5, state(position=0.45), {"target": 0.5}, 1.0, "target_reached"),
+    ("open_long", 7, state(position=0.1), {"target": 0.5}, sig(7, 5, 20), "time_sigmoid"),
+    ("open_long", 20, state(position=0.1), {"target": 0.5}, 1.0, "max_steps"),
+    ("open_long", 20, state(position=0.45), {"target": 0.5}, 1.0, "target_reached"),  # tie: the earlier rule
+    ("open_short", 5, state(position=-0.1, sentiment=0.61), {"target": -0.5}, 0.8, "sentiment_exit"),
+    ("open_short", 5, state(position=-0.45, sentiment=0.61), {"target": -0.5}, 1.0, "target_reached"),
+    ("open_short", 19, state(position=-0.1, sentiment=0.9), {"target": -0.5}, 0.8, "sentiment_exit"),  # sig 0.72
+    ("open_short", 20, state(position=-0.1, sentiment=0.9), {"target": -0.5}, 1.0, "max_steps"),
+    ("open_short", 6, state(position=-0.1, sentiment=0.6), {"target": -0.5}, sig(6, 5, 20), "time_sigmoid"),
+    ("close_position", 3, state(position=0.0), {}, 1.0, "position_closed"),
+    ("close_position", 4, state(position=0.4), {}, 0.02, "still_open"),
+    ("close_position", 20, state(position=0.4), {}, 1.0, "max_steps"),
+    ("trend_follow", 10, state(trend=0.001), {}, 0.85, "trend_exhausted"),
+    ("trend_follow", 40, state(trend=0.02), {}, 0.15, "time_sigmoid"),
+    ("trend_follow", 60, state(trend=0.001), {}, 1.0, "max_steps"),
+    ("scalp", 5, state(position=0.0), {"opened": True}, 1.0, "trade_closed"),
+    ("scalp", 6, state(position=0.3), {"opened": True}, sig(6, 5, 15, 0.6), "time_sigmoid"),
+    ("scalp", 15, state(position=0.3), {"opened": True}, 1.0, "max_steps"),
+    ("wait", 5, state(sentiment=0.2, trend=0.05, sl=0.9), {}, 0.85, "sentiment_extreme"),
+    ("wait", 5, state(trend=-0.05, sl=0.9), {}, 0.75, "strong_trend"),
+    ("wait", 5, state(sl=0.1), {}, 0.65, "sl_confidence_exit"),
+    ("wait", 26, state(), {}, 0.5, "time_sigmoid"),
+    ("wait", 30, state(sentiment=0.1), {}, 1.0, "max_steps"),
+]
+
+
+@pytest.mark.parametrize("name, step, market, memory, probability, rule", RULE_CASES)
+def test_termination_reports_the_rule_that_gives_the_probability(name, step, market, memory, probability, rule):
+    opt = OPTIONS[name]
+    p, fired = opt.termination(step, market, dict(memory))
+    assert fired == rule and fired in opt.rules
+    assert p == pytest.approx(probability)
+    assert opt.termination_probability(step, market, dict(memory)) == p
+
+
+def test_every_rule_of_every_option_is_reachable():
+    reached = {(name, rule) for name, *_, rule in RULE_CASES}
+    for name, opt in OPTIONS.items():
+        assert {(name, r) for r in opt.rules} <= reached, name
+    from trainer.options import termination_rules
+
+    assert termination_rules() == {name: OPTIONS[name].rules for name in OPTION_NAMES}
+
+
+@pytest.mark.parametrize("name", OPTION_NAMES)
+def test_below_min_duration_no_rule_fires(name):
+    market, memory = TRIGGERING_STATES[0]
+    assert OPTIONS[name].termination(0, market, dict(memory)) == (0.0, "none")
+
+
+@pytest.mark.parametrize("name", OPTION_NAMES)
+def test_termination_probability_is_termination_on_random_states(name):
+    rng = np.random.default_rng(OPTION_NAMES.index(name))
+    opt = OPTIONS[name]
+    for _ in range(300):
+        market = state(position=rng.uniform(-1, 1) * (rng.random() > 0.3), pnl=rng.normal(0, 0.02),
+                       trend=rng.normal(0, 0.03), sentiment=rng.random(), sl=rng.random())
+        memory = {"target": rng.uniform(-1, 1), "opened": bool(rng.random() > 0.5)}
+        step = int(rng.integers(0, 70))
+        p, rule = opt.termination(step, market, dict(memory))
+        assert 0.0 <= p <= 1.0 and (rule in opt.rules or (p == 0.0 and rule == "none"))
+        assert opt.termination_probability(step, market, dict(memory)) == p

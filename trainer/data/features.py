@@ -3,6 +3,10 @@ changes every bar after t and checks nothing at t moves).
 
 Each split is featurised on its own bars, so an evaluation observation never contains a bar
 that training saw; the first FEATURE_WARMUP_BARS bars of every split only warm the indicators up.
+
+compute_features reads the option signals from the bars' `sentiment` / `sl_confidence` columns
+(neutral when absent); trainer/data/signals.py decides each signal's source (column, a signals
+file, derived from these features, neutral) and replaces the arrays accordingly.
 """
 
 from __future__ import annotations
@@ -41,10 +45,10 @@ class FeatureFrame:
     window: np.ndarray  # (n_bars, len(WINDOW_FEATURES)) float32, scaled and clipped
     close: np.ndarray  # (n_bars,) float64 close prices, for portfolio accounting
     trend_strength: np.ndarray  # (n_bars,) close / SMA20 - 1, unscaled (TrendFollow, Wait)
-    sentiment: np.ndarray  # (n_bars,) 0..1 (neutral value when the data has no column)
-    sl_confidence: np.ndarray  # (n_bars,) 0..1 (neutral value when the data has no column)
+    sentiment: np.ndarray  # (n_bars,) 0..1: the data's column, else neutral (trainer/data/signals.py may replace it)
+    sl_confidence: np.ndarray  # (n_bars,) 0..1: the data's column, else neutral (trainer/data/signals.py may replace it)
     index: pd.DatetimeIndex
-    has_sentiment: bool
+    has_sentiment: bool  # a live signal, not the neutral constant
     has_sl_confidence: bool
 
     def __len__(self) -> int:

@@ -98,19 +98,22 @@ def read_raw_table(source: str | Path) -> pd.DataFrame:
     renamed `timestamp`. Raises DataError when there is no readable table (see module docstring).
     """
     source = str(source)
-    name, data = _fetch(source)
-    if not data.strip():
-        raise DataError(f"{source}: the file is empty (0 bytes of data); expected a CSV or Parquet table of OHLCV bars")
-    if name.lower().endswith(_PARQUET_SUFFIXES):
-        raw = _parse_parquet(source, data)
-    else:
-        raw = _parse_csv(source, data)
-    raw = _normalise_columns(source, raw)
+    raw = _normalise_columns(source, _read_table(source, "OHLCV bars"))
     if raw.empty:
         raise DataError(
             f"{source}: the table has a header ({', '.join(map(str, raw.columns))}) but no data rows"
         )
     return raw
+
+
+def _read_table(source: str, what: str) -> pd.DataFrame:
+    """The table at `source` (local or s3://), cells as stored; DataError when there is none."""
+    name, data = _fetch(source)
+    if not data.strip():
+        raise DataError(f"{source}: the file is empty (0 bytes of data); expected a CSV or Parquet table of {what}")
+    if name.lower().endswith(_PARQUET_SUFFIXES):
+        return _parse_parquet(source, data)
+    return _parse_csv(source, data)
 
 
 def _fetch(source: str) -> tuple[str, bytes]:
@@ -176,7 +179,8 @@ def _normalise_name(name: object) -> str:
     return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
 
 
-def _normalise_columns(source: str, raw: pd.DataFrame) -> pd.DataFrame:
+def _normalise_names(source: str, raw: pd.DataFrame) -> pd.DataFrame:
+    """Lower-case / underscore names, the time column renamed `timestamp`, no duplicate names."""
     raw = raw.rename(columns=_normalise_name)
     time_columns = [c for c in raw.columns if c in TIME_ALIASES]
     if len(time_columns) > 1:
@@ -186,6 +190,11 @@ def _normalise_columns(source: str, raw: pd.DataFrame) -> pd.DataFrame:
     duplicated = sorted({c for c in raw.columns if list(raw.columns).count(c) > 1})
     if duplicated:
         raise DataError(f"{source}: duplicate column names after normalising case: {', '.join(duplicated)}")
+    return raw
+
+
+def _normalise_columns(source: str, raw: pd.DataFrame) -> pd.DataFrame:
+    raw = _normalise_names(source, raw)
     known = {TIME_COLUMN, *REQUIRED_COLUMNS}
     if not known.intersection(raw.columns):
         shown = ", ".join(map(str, list(raw.columns)[:8]))
@@ -274,6 +283,55 @@ def coerce_ohlcv(raw: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
 def load_ohlcv(source: str | Path) -> pd.DataFrame:
     """Load market data per docs/contracts.md (local .csv / .parquet or s3://bucket/key)."""
     return coerce_ohlcv(read_raw_table(source), str(source))
+
+
+# --------------------------------------------------------------------------------------------
+# Signal tables (data.signals): timestamp + sentiment and/or sl_confidence
+# --------------------------------------------------------------------------------------------
+
+SIGNAL_COLUMNS: tuple[str, ...] = ("sentiment", "sl_confidence")
+
+
+def read_signals_table(source: str | Path) -> pd.DataFrame:
+    """Read a signals table (CSV / Parquet, local or s3://) with normalised names, cells as stored.
+
+    DataError when there is no table, no time column or neither signal column; bad *content*
+    (text, NaN, out of [0, 1], duplicate or unordered timestamps) is for the GX signals suite
+    (trainer.data.validation.validate_signals), which load_signals runs.
+    """
+    source = str(source)
+    raw = _normalise_names(source, _read_table(source, "signals (timestamp, sentiment, sl_confidence)"))
+    if TIME_COLUMN not in raw.columns:
+        raise DataError(
+            f"{source}: a signals table needs a time column (date / timestamp / datetime); "
+            f"found: {', '.join(map(str, list(raw.columns)[:8]))}"
+        )
+    present = [c for c in SIGNAL_COLUMNS if c in raw.columns]
+    if not present:
+        raise DataError(
+            f"{source}: a signals table needs a sentiment and/or sl_confidence column; "
+            f"found: {', '.join(map(str, list(raw.columns)[:8]))}"
+        )
+    if raw.empty:
+        raise DataError(f"{source}: the signals table has a header but no data rows")
+    return raw[[TIME_COLUMN, *present]].reset_index(drop=True)
+
+
+def coerce_signals(raw: pd.DataFrame, source: str = "<signals>") -> pd.DataFrame:
+    """A validated signals table as a frame: DatetimeIndex `timestamp`, float64 signal columns."""
+    coerced = coerce_columns(raw)
+    for column, cells in coerced.unparsed.items():
+        bad = cells.dropna()
+        if len(bad):
+            raise DataError(f"{source}: column {column!r} has {len(bad)} cell(s) that do not parse; run the signals suite")
+    frame = coerced.frame.set_index(TIME_COLUMN)[[c for c in SIGNAL_COLUMNS if c in coerced.frame.columns]]
+    frame.index.name = TIME_COLUMN
+    return frame
+
+
+def signals_digest(frame: pd.DataFrame) -> str:
+    """sha256 of a coerced signals frame (index + signal columns), like data_digest."""
+    return data_digest(frame)
 
 
 # --------------------------------------------------------------------------------------------

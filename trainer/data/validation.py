@@ -14,6 +14,10 @@ that every rule is a built-in GX expectation with row counts and examples:
 - `log_return`: log(close / previous close), only where both prices are positive.
 The freshness rule compares the last timestamp with an explicit `as_of` passed in (never now()).
 
+A second, smaller suite (`signals_v<N>`, `validate_signals`) checks a `data.signals` table
+(trainer/data/signals.py): timestamps parse, are present, unique and strictly increasing; each
+signal column present (sentiment, sl_confidence) holds numbers, none missing or infinite, in [0, 1].
+
 `write_reports` writes `validation_summary.json` (ours), `gx_validation_result.json` (GX's
 result) and `data_docs/index.html`: the GX Data Docs validation page, rendered with GX's own
 ValidationResultsPageRenderer + DefaultJinjaPageView (the ephemeral context keeps no results
@@ -37,6 +41,7 @@ from trainer.config import ValidationConfig
 from trainer.data.loaders import (
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
+    SIGNAL_COLUMNS,
     TIME_COLUMN,
     coerce_columns,
 )
@@ -45,6 +50,8 @@ from trainer.io import write_json_atomic, write_text_atomic
 
 SUITE_VERSION = 1
 SUITE_NAME = f"market_data_v{SUITE_VERSION}"
+SIGNALS_SUITE_VERSION = 1
+SIGNALS_SUITE_NAME = f"signals_v{SIGNALS_SUITE_VERSION}"
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 _EXAMPLES = 5
 
@@ -238,7 +245,7 @@ def _run_suite(frame: pd.DataFrame, suite: Any) -> tuple[Any, dict[str, int]]:
     )
     suite = context.suites.add(suite)
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{SUITE_NAME}_run", data=batch, suite=suite)
+        gx.ValidationDefinition(name=f"{suite.name}_run", data=batch, suite=suite)
     )
     result = definition.run(batch_parameters={"dataframe": frame}, result_format="SUMMARY")
     return result, {rule.id: i for i, rule in enumerate(suite.expectations)}
@@ -273,6 +280,99 @@ def validate_market_data(
         evaluated=len(result.results),
         gx_result=result,
     )
+
+
+def build_signals_suite(columns: list[str]) -> Any:
+    """The signals suite; `columns` (of the prepared frame) says which signal columns are checked."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    def check(text: str) -> dict[str, str]:
+        return {"check": text}
+
+    rules: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, meta=check("at least 1 row")),
+        gxe.ExpectColumnToExist(column=TIME_COLUMN, meta=check(f"column {TIME_COLUMN} is present")),
+        gxe.ExpectColumnValuesToBeNull(column="timestamp__not_a_date", meta=check("timestamps parse as dates")),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column=TIME_COLUMN,
+            row_condition="timestamp__not_a_date.isnull()",
+            condition_parser="pandas",
+            meta=check("no missing timestamps"),
+        ),
+        gxe.ExpectColumnValuesToBeUnique(column=TIME_COLUMN, meta=check("timestamps are unique")),
+        gxe.ExpectColumnValuesToBeIncreasing(
+            column=TIME_COLUMN, strictly=True, meta=check("timestamps strictly increase")
+        ),
+    ]
+    for column in SIGNAL_COLUMNS:
+        if column not in columns:
+            continue
+        rules += [
+            gxe.ExpectColumnValuesToBeNull(column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")),
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=column,
+                row_condition=f"{column}__not_a_number.isnull()",
+                condition_parser="pandas",
+                meta=check(f"no missing {column} values"),
+            ),
+            gxe.ExpectColumnValuesToNotBeInSet(
+                column=column, value_set=[math.inf, -math.inf], meta=check(f"no infinite {column} values")
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column=column, min_value=0, max_value=1, meta=check(f"{column} in [0, 1]")
+            ),
+        ]
+    return gx.ExpectationSuite(
+        name=SIGNALS_SUITE_NAME, expectations=rules, meta={"suite_version": SIGNALS_SUITE_VERSION}
+    )
+
+
+def prepare_signals_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """The signals table coerced, with `<col>__not_a_number` / `timestamp__not_a_date` helpers."""
+    if isinstance(raw.index, pd.DatetimeIndex):
+        raw = raw.reset_index().rename(columns={raw.index.name or "index": TIME_COLUMN})
+    coerced = coerce_columns(raw.reset_index(drop=True))
+    frame = coerced.frame.copy()
+    for column, cells in coerced.unparsed.items():
+        suffix = "not_a_date" if column == TIME_COLUMN else "not_a_number"
+        frame[f"{column}__{suffix}"] = cells
+    if "timestamp__not_a_date" not in frame:
+        frame["timestamp__not_a_date"] = pd.Series(None, index=frame.index, dtype=object)
+    return frame
+
+
+def validate_signals(raw: pd.DataFrame) -> ValidationReport:
+    """Run the signals suite on a signals table (read_signals_table) or frame."""
+    frame = prepare_signals_frame(raw)
+    suite = build_signals_suite(list(frame.columns))
+    result, order = _run_suite(frame, suite)
+    missing = [] if TIME_COLUMN in frame.columns else [TIME_COLUMN]
+    failed = [r for r in result.results if not r.success and not _about_missing_column(r, missing)]
+    failed.sort(key=lambda r: order.get(r.expectation_config.id, len(order)))
+    failures = [_failure(r) for r in failed]
+    return ValidationReport(
+        success=not failures,
+        failures=failures,
+        suite_name=SIGNALS_SUITE_NAME,
+        suite_version=SIGNALS_SUITE_VERSION,
+        rows=len(frame),
+        evaluated=len(result.results),
+        gx_result=result,
+    )
+
+
+def describe_failures(report: ValidationReport, limit: int = 5) -> str:
+    """One line per failed expectation: check, column, failed rows and a few examples."""
+    lines = []
+    for failure in report.failures[:limit]:
+        examples = ", ".join(f"row {r}: {v}" for r, v in zip(failure["rows"], failure["examples"]))
+        count = failure["unexpected_count"]
+        lines.append(
+            f"{failure['check']}" + (f" ({count} row(s) fail" + (f": {examples})" if examples else ")") if count else "")
+        )
+    more = len(report.failures) - limit
+    return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
 def _about_missing_column(result: Any, missing: list[str]) -> bool:

@@ -1,8 +1,10 @@
-"""From a config to ready environments: load and split the data, featurise each split, build envs."""
+"""From a config to ready environments: load and split the data, featurise each split, resolve the
+option signals (trainer/data/signals.py: column / file / derived / neutral), build envs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
@@ -14,17 +16,22 @@ from trainer.config import TrainerConfig, check_state_dim
 from trainer.data.bars import periods_per_year
 from trainer.data.features import FeatureFrame, compute_features
 from trainer.data.loaders import data_digest, load_ohlcv, resolve_source
+from trainer.data.signals import SIGNALS, SignalModel, join_signals, load_signals, resolve_sources, signal_summary
 from trainer.data.splits import chronological_splits
 from trainer.envs.layout import ObservationLayout
 from trainer.envs.trading_env import TradingEnv
 from trainer.errors import NonFiniteError
+
+LOGGER = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval", "test")
 
 
 @dataclass(frozen=True)
 class MarketData:
-    """One symbol's data, split and featurised (each split on its own bars only)."""
+    """One symbol's data, split and featurised (each split on its own bars only), with its option
+    signals resolved. `digest` covers the market data as loaded (a signals file has its own digest
+    in `signal_provenance`); `signals` is the fitted SignalModel a served model needs."""
 
     symbol: str
     source: str
@@ -32,13 +39,17 @@ class MarketData:
     digest: str
     periods_per_year: float
     features: dict[str, FeatureFrame]
+    signals: SignalModel | None = None
+    signal_provenance: dict = field(default_factory=dict)
 
     @property
     def has_sentiment(self) -> bool:
+        """A live sentiment signal (column, file or derived), not the neutral constant."""
         return self.features["train"].has_sentiment
 
     @property
     def has_sl_confidence(self) -> bool:
+        """A live sl_confidence signal (column, file or derived), not the neutral constant."""
         return self.features["train"].has_sl_confidence
 
     def describe(self) -> dict:
@@ -50,8 +61,9 @@ class MarketData:
             "last": str(self.frame.index[-1]),
             "data_digest": self.digest,
             "periods_per_year": self.periods_per_year,
-            "sentiment_column": self.has_sentiment,
-            "sl_confidence_column": self.has_sl_confidence,
+            "sentiment_column": "sentiment" in self.frame.columns,
+            "sl_confidence_column": "sl_confidence" in self.frame.columns,
+            "signals": self.signal_provenance,
             **{f"{name}_bars": len(self.features[name]) for name in SPLITS},
             **{f"{name}_first": str(self.features[name].index[0]) for name in SPLITS},
             **{f"{name}_last": str(self.features[name].index[-1]) for name in SPLITS},
@@ -59,16 +71,55 @@ class MarketData:
 
 
 def load_market_data(config: TrainerConfig, source: str | None = None) -> MarketData:
-    symbol = config.data.symbol
-    resolved = resolve_source(symbol, source or config.data.source)
+    """Load, split and featurise one symbol's data and resolve its option signals.
+
+    The signals (trainer/data/signals.py): a `data.signals` table is validated by the GX signals
+    suite and joined as of each bar (a value stamped t is used from bar t on, never earlier);
+    derived signals are fitted on the train split only (walk-forward inside it), so eval and
+    test values come from a model that never saw those bars.
+    """
+    data_cfg, env = config.data, config.environment
+    symbol = data_cfg.symbol
+    resolved = resolve_source(symbol, source or data_cfg.source)
     frame = load_ohlcv(resolved)
-    splits = chronological_splits(frame, config.data.splits)
-    env = config.environment
-    features = {
-        name: compute_features(getattr(splits, name), env.neutral_sentiment, env.neutral_sl_confidence)
-        for name in SPLITS
-    }
-    return MarketData(symbol, resolved, frame, data_digest(frame), periods_per_year(frame.index), features)
+    neutral = {"sentiment": env.neutral_sentiment, "sl_confidence": env.neutral_sl_confidence}
+    requested = {"sentiment": data_cfg.sentiment_source, "sl_confidence": data_cfg.sl_confidence_source}
+    table, file_info = load_signals(data_cfg.signals) if data_cfg.signals else (None, None)
+    sources = resolve_sources(requested, [c for c in SIGNALS if c in frame.columns], [] if table is None else table.columns)
+
+    # The bars compute_features reads: the data's own signal column only where it is the source,
+    # the signals file's column (joined as of each bar) where that is.
+    market = frame.drop(columns=[c for c in SIGNALS if c in frame.columns and sources[c] != "column"])
+    from_file = [n for n in SIGNALS if sources[n] == "file"]
+    if from_file:
+        joined, join_stats = join_signals(frame.index, table, from_file, neutral)
+        market = market.assign(**{n: joined[n] for n in from_file})
+        file_info = {**file_info, "used_for": from_file, "join": join_stats}
+    splits = chronological_splits(market, data_cfg.splits)
+    raw = {name: compute_features(getattr(splits, name), env.neutral_sentiment, env.neutral_sl_confidence) for name in SPLITS}
+
+    model = SignalModel(sources, neutral)
+    features = {"train": model.fit_transform(raw["train"])}
+    features.update({name: model.transform(raw[name]) for name in ("eval", "test")})
+    provenance = _provenance(model, requested, features, file_info)
+    LOGGER.info(
+        "signals: %s",
+        ", ".join(f"{n} {sources[n]}" + (f" (requested {requested[n]})" if requested[n] != sources[n] else "") for n in SIGNALS),
+    )
+    return MarketData(
+        symbol, resolved, frame, data_digest(frame), periods_per_year(frame.index), features, model, provenance
+    )
+
+
+def _provenance(model: SignalModel, requested: dict, features: dict[str, FeatureFrame], file_info: dict | None) -> dict:
+    described = model.describe()
+    for name in SIGNALS:
+        described[name]["requested"] = requested[name]
+        for split in SPLITS:
+            described[name][split] = signal_summary(getattr(features[split], name))
+    if file_info is not None:
+        described["file"] = file_info
+    return described
 
 
 def observation_size(config: TrainerConfig) -> int:

@@ -21,12 +21,21 @@ BASELINE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "phase_a_bas
 
 
 def shared_hash(config) -> str:
-    """Hash of what a baseline must share with a candidate (data splits, env, SAC, budget)."""
+    """Hash of what a baseline must share with a candidate (data splits, option signals, env, SAC, budget).
+
+    The signals are in the observation of both phases, so a baseline trained on other signals
+    (another file, derived instead of neutral) is not comparable.
+    """
     import hashlib
     import json
 
     dumped = config.model_dump(mode="json")
-    shared = {"splits": dumped["data"]["splits"], **{s: dumped[s] for s in SHARED_SECTIONS}}
+    data = dumped["data"]
+    shared = {
+        "splits": data["splits"],
+        "signals": {k: data[k] for k in ("signals", "sentiment_source", "sl_confidence_source")},
+        **{s: dumped[s] for s in SHARED_SECTIONS},
+    }
     return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -12,6 +12,7 @@ from trainer.options.trading_options import (
     WaitOption,
     availability_mask,
     build_options,
+    termination_rules,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "availability_mask",
     "build_options",
     "sigmoid_termination_prob",
+    "termination_rules",
 ]

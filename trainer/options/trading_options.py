@@ -6,7 +6,7 @@ that, seed Fix 1) and turns it into the environment's action, a TARGET exposure 
 | option         | available when                                   | target exposure from the scaled action s        |
 |----------------|--------------------------------------------------|-------------------------------------------------|
 | OpenLong       | sl_confidence >= min_confidence, not yet long 90% of action_scale | toward +|s|, at most max_exposure_pct per step, never short (a short is covered at once) |
-| OpenShort      | same, mirrored                                   | toward -|s|, at most max_exposure_pct per step, never long  |
+| OpenShort      | 1 - sl_confidence >= min_confidence, not yet short 90% | toward -|s|, at most max_exposure_pct per step, never long  |
 | ClosePosition  | a position is open (|exposure| >= 0.01)          | exposure * (1 - |s|); all of it at profit_target / stop_loss |
 | TrendFollow    | |trend strength| >= momentum_threshold            | sign(trend) * min(|s|, max_position_size)        |
 | Scalp          | always                                           | s, closed to 0 at profit_target / stop_loss      |
@@ -16,6 +16,27 @@ Termination (after min_duration, which every option also enforces itself as a sa
 Fix 2): 1.0 at the option's step cap; otherwise the larger of a success/signal probability and a
 time-based sigmoid_termination_prob (capped for TrendFollow at 0.15 and Wait at 0.5).
 `memory` is the option's per-environment scratch dict, cleared when the option starts.
+
+Every termination probability is the largest of a few named rules, and `termination()` returns
+(probability, rule) so the run can count which rule ended each option
+(`options.terminations.<option>.<rule>`). Each option lists its rules in `rules`, in priority order
+(on a tie the earlier rule is reported). The rule names:
+
+| option         | rules (seed Part 2)                                              | step cap     |
+|----------------|------------------------------------------------------------------|--------------|
+| open_long      | target_reached (1.0), time_sigmoid                               | max_steps    |
+| open_short     | target_reached (1.0), sentiment_exit (0.8), time_sigmoid         | max_steps    |
+| close_position | position_closed (1.0), still_open (0.02)                         | max_steps    |
+| trend_follow   | trend_exhausted (0.85), time_sigmoid (<= 0.15)                   | max_steps    |
+| scalp          | trade_closed (1.0), time_sigmoid (steepness 0.6)                 | max_steps    |
+| wait           | sentiment_extreme (0.85), strong_trend (0.75), sl_confidence_exit (0.65), time_sigmoid (<= 0.5) | max_wait_steps, reported as max_steps |
+
+The signals (trainer/data/signals.py): `sentiment` is 0 bearish .. 1 bullish; `sl_confidence` is
+the supervised signal's DIRECTIONAL conviction, 0 = surely down .. 0.5 = no view .. 1 = surely up
+(the derived one is the percentile of a next-bar direction classifier's P(up)). So OpenLong needs
+sl_confidence >= min_confidence, OpenShort, mirrored, needs 1 - sl_confidence >= min_confidence, and
+Wait's "strong SL confidence (> 0.75)" is a strong view either way: max(sl, 1 - sl) > 0.75.
+At the neutral 0.5 both open options are available and Wait's rule never fires, as before.
 """
 
 from __future__ import annotations
@@ -30,6 +51,9 @@ from trainer.envs.layout import MarketState
 from trainer.options.termination import sigmoid_termination_prob
 
 FLAT = 0.01  # |exposure| below this counts as no position
+NO_RULE = "none"  # reported with probability 0 (below min_duration): nothing can end the option
+MAX_STEPS = "max_steps"
+TIME_SIGMOID = "time_sigmoid"
 
 
 class TradingOption(ABC):
@@ -49,19 +73,38 @@ class TradingOption(ABC):
     def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
         """The env action for this step, from the action_scale-scaled SAC action."""
 
+    rules: tuple[str, ...]  # the rule names termination() can report, in priority order
+
     @abstractmethod
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
-        """Termination probability once min_duration is reached."""
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
+        """(probability, rule) of every rule that applies now, once min_duration is reached."""
+
+    def _min_steps(self) -> int:
+        return self.min_duration
+
+    def termination(self, step: int, state: MarketState, memory: dict) -> tuple[float, str]:
+        """(probability of ending after `step` steps, the rule that gives it): the largest of the
+        applicable rules (the earlier one in `rules` on a tie); (0, "none") below min_duration."""
+        if step < self._min_steps():
+            return 0.0, NO_RULE
+        candidates = self._candidates(step, state, memory)
+        if not candidates:
+            return 0.0, NO_RULE
+        probability, rule = max(candidates, key=lambda c: c[0])  # max keeps the first of equals
+        return float(min(1.0, max(0.0, probability))), rule
 
     def termination_probability(self, step: int, state: MarketState, memory: dict) -> float:
         """Probability of ending after `step` steps; 0 below min_duration (safety layer)."""
-        if step < self.min_duration:
-            return 0.0
-        return float(min(1.0, max(0.0, self._termination(step, state, memory))))
+        return self.termination(step, state, memory)[0]
 
 
 def _toward(current: float, desired: float, max_step: float) -> float:
     return current + float(np.clip(desired - current, -max_step, max_step))
+
+
+def _time_rule(step: int, probability: float, max_steps: int) -> tuple[float, str]:
+    """The time-based rule: the seed's sigmoid, which is 1.0 (the step cap) from max_steps on."""
+    return probability, MAX_STEPS if step >= max_steps else TIME_SIGMOID
 
 
 class OpenLongOption(TradingOption):
@@ -69,10 +112,17 @@ class OpenLongOption(TradingOption):
 
     name = "open_long"
     direction = 1.0
+    rules = ("target_reached", TIME_SIGMOID, MAX_STEPS)
+
+    def confidence(self, state: MarketState) -> float:
+        """The SL signal's conviction in this option's direction: sl_confidence for a long,
+        1 - sl_confidence for a short (sl_confidence is 0 = down .. 1 = up)."""
+        sl = float(state.sl_confidence[0])
+        return sl if self.direction > 0 else 1.0 - sl
 
     def available(self, state: MarketState) -> bool:
         building = self.direction * state.position[0] < 0.9 * self.action_scale
-        return bool(state.sl_confidence[0] >= self.cfg.min_confidence and building)
+        return bool(self.confidence(state) >= self.cfg.min_confidence and building)
 
     def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
         desired = self.direction * abs(scaled_action)
@@ -85,9 +135,14 @@ class OpenLongOption(TradingOption):
         reached = self.direction * state.position[0] >= 0.9 * target - 1e-9  # 0.9 * 0.8 is 0.72000...01
         return 1.0 if reached else 0.0
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
+    def _signal_rules(self, state: MarketState) -> list[tuple[float, str]]:
+        return []
+
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
+        rules = [(1.0, "target_reached")] if self._success(state, memory) else []
+        rules += self._signal_rules(state)
         time_based = sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps)
-        return max(self._success(state, memory), time_based)
+        return rules + [_time_rule(step, time_based, self.cfg.max_steps)]
 
 
 class OpenShortOption(OpenLongOption):
@@ -96,10 +151,10 @@ class OpenShortOption(OpenLongOption):
     name = "open_short"
     direction = -1.0
     bullish_sentiment = 0.60
+    rules = ("target_reached", "sentiment_exit", TIME_SIGMOID, MAX_STEPS)
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
-        sentiment_exit = 0.8 if state.sentiment[0] > self.bullish_sentiment else 0.0
-        return max(super()._termination(step, state, memory), sentiment_exit)
+    def _signal_rules(self, state: MarketState) -> list[tuple[float, str]]:
+        return [(0.8, "sentiment_exit")] if state.sentiment[0] > self.bullish_sentiment else []
 
 
 class ClosePositionOption(TradingOption):
@@ -107,6 +162,7 @@ class ClosePositionOption(TradingOption):
 
     name = "close_position"
     still_open_prob = 0.02
+    rules = ("position_closed", MAX_STEPS, "still_open")
 
     def available(self, state: MarketState) -> bool:
         return bool(state.position_size[0] >= FLAT)
@@ -119,10 +175,12 @@ class ClosePositionOption(TradingOption):
         target = position * (1.0 - min(1.0, abs(scaled_action)))
         return 0.0 if abs(target) < FLAT else target
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
-        if step >= self.cfg.max_steps or state.position_size[0] < FLAT:
-            return 1.0
-        return self.still_open_prob
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
+        if state.position_size[0] < FLAT:
+            return [(1.0, "position_closed")]
+        if step >= self.cfg.max_steps:
+            return [(1.0, MAX_STEPS)]
+        return [(self.still_open_prob, "still_open")]
 
 
 class TrendFollowOption(TradingOption):
@@ -131,6 +189,7 @@ class TrendFollowOption(TradingOption):
     name = "trend_follow"
     exhausted_prob = 0.85
     time_cap = 0.15
+    rules = (MAX_STEPS, "trend_exhausted", TIME_SIGMOID)
 
     def available(self, state: MarketState) -> bool:
         return bool(abs(state.trend_strength[0]) >= self.cfg.momentum_threshold)
@@ -139,12 +198,13 @@ class TrendFollowOption(TradingOption):
         direction = float(np.sign(state.trend_strength[0]))
         return direction * min(abs(scaled_action), self.cfg.max_position_size)
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
         if step >= self.cfg.max_steps:
-            return 1.0
+            return [(1.0, MAX_STEPS)]
         exhausted = abs(state.trend_strength[0]) < 0.5 * self.cfg.momentum_threshold
+        rules = [(self.exhausted_prob, "trend_exhausted")] if exhausted else []
         time_based = min(self.time_cap, sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps))
-        return max(self.exhausted_prob if exhausted else 0.0, time_based)
+        return rules + [(time_based, TIME_SIGMOID)]
 
 
 class ScalpOption(TradingOption):
@@ -152,6 +212,7 @@ class ScalpOption(TradingOption):
 
     name = "scalp"
     steepness = 0.6
+    rules = ("trade_closed", TIME_SIGMOID, MAX_STEPS)
 
     def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
         position = float(state.position[0])
@@ -165,10 +226,11 @@ class ScalpOption(TradingOption):
             return 0.0  # one trade per scalp
         return float(scaled_action)
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
         closed = memory.get("opened", False) and state.position_size[0] < FLAT
+        rules = [(1.0, "trade_closed")] if closed else []
         time_based = sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps, self.steepness)
-        return max(1.0 if closed else 0.0, time_based)
+        return rules + [_time_rule(step, time_based, self.cfg.max_steps)]
 
 
 class WaitOption(TradingOption):
@@ -176,28 +238,28 @@ class WaitOption(TradingOption):
 
     name = "wait"
     time_cap = 0.5
+    rules = (MAX_STEPS, "sentiment_extreme", "strong_trend", "sl_confidence_exit", TIME_SIGMOID)
 
     def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
         return float(state.position[0])  # action_scale 0: hold, no trade
 
-    def termination_probability(self, step: int, state: MarketState, memory: dict) -> float:
-        if step < max(self.min_duration, self.cfg.min_wait_steps):
-            return 0.0
-        return super().termination_probability(step, state, memory)
+    def _min_steps(self) -> int:
+        return max(self.min_duration, self.cfg.min_wait_steps)
 
-    def _termination(self, step: int, state: MarketState, memory: dict) -> float:
+    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
         if step >= self.cfg.max_wait_steps:
-            return 1.0
-        signals = [0.0]
+            return [(1.0, MAX_STEPS)]
+        rules = []
         sentiment = state.sentiment[0]
         if sentiment < 0.30 or sentiment > 0.75:
-            signals.append(0.85)
+            rules.append((0.85, "sentiment_extreme"))
         if abs(state.trend_strength[0]) > 0.03:
-            signals.append(0.75)
-        if state.sl_confidence[0] > 0.75:
-            signals.append(0.65)
+            rules.append((0.75, "strong_trend"))
+        sl = float(state.sl_confidence[0])
+        if max(sl, 1.0 - sl) > 0.75:  # a strong directional view either way (0.5 = no view)
+            rules.append((0.65, "sl_confidence_exit"))
         time_based = min(self.time_cap, sigmoid_termination_prob(step, self.min_duration, self.cfg.max_wait_steps))
-        return max(max(signals), time_based)
+        return rules + [(time_based, TIME_SIGMOID)]
 
 
 OPTION_CLASSES: dict[str, type[TradingOption]] = {
@@ -208,6 +270,11 @@ OPTION_CLASSES: dict[str, type[TradingOption]] = {
     "scalp": ScalpOption,
     "wait": WaitOption,
 }
+
+
+def termination_rules() -> dict[str, tuple[str, ...]]:
+    """{option name: its rule names}, in OPTION_NAMES order (the metric names' vocabulary)."""
+    return {name: OPTION_CLASSES[name].rules for name in OPTION_NAMES}
 
 
 def build_options(cfg: OptionsConfig) -> list[TradingOption]:
