@@ -14,17 +14,27 @@ GATES = str(Path(__file__).resolve().parents[2] / "configs" / "gates.yaml")
 
 TRAIN_METRICS = {
     "options.min_selections": 40.0,
-    "options.min_avg_duration": 12.0,
-    "options.min_usage_pct": 0.12,
+    "options.min_avg_duration": 3.3,  # ClosePosition: not gated in the full stage any more
+    "options.min_usage_pct": 0.05,
     "options.max_usage_pct": 0.22,
+    "options.late.min_duration_margin": 0.3,
+    "options.late.step_weighted_duration": 12.0,
+    "options.late.min_selection_share": 0.12,
+    "options.late.max_selection_share": 0.22,
+    "options.late.min_usage_pct": 0.05,
     "monitor.collapse_warnings": 0.0,
     "train.losses_finite": 1.0,
     "train.policy_loss_converged": 1.0,
     "train.value_loss_final": 40.0,
-    "train.option_updates": 25_000.0,
+    "train.value_loss_late_mean": 45.0,
+    "train.option_updates": 3_900.0,
 }
 EVAL_METRICS = {
     "test.sharpe": 0.8,
+    "test.exposure": 0.35,
+    "test.turnover": 0.04,
+    "test.options.min_selection_share": 0.11,
+    "test.options.max_selection_share": 0.24,
     "test.total_return": 0.15,
     "test.max_drawdown": 0.12,
     "baseline.sharpe": 0.41,
@@ -58,7 +68,19 @@ def test_passing_full_run_merges_evaluation_metrics(tmp_path, capsys):
     sharpe = next(r for r in verdict["results"] if r["id"] == "target_sharpe_vs_baseline")
     assert sharpe["observed"] == 0.8 and sharpe["threshold_shown"] == "baseline.sharpe = 0.41"
     out = capsys.readouterr().out
-    assert "PASSED" in out and "min_option_diversity" in out
+    assert "PASSED" in out and "min_option_diversity_training" in out
+
+
+def test_exposure_and_turnover_are_shown_beside_the_sharpe_gate(tmp_path, capsys):
+    flat = {**EVAL_METRICS, "test.exposure": 0.019, "test.turnover": 0.0031}
+    run_dir = make_run(tmp_path / "run", TRAIN_METRICS, flat)
+    code, result = gate(tmp_path, "--run", str(run_dir), "--stage", "full")
+    assert code == 1 and result["blocking_failed"] == ["min_test_exposure_floor"]
+    verdict = json.loads((run_dir / "gate_full.json").read_text())
+    sharpe = next(r for r in verdict["results"] if r["id"] == "min_test_sharpe_positive")
+    assert sharpe["status"] == "pass" and sharpe["context"] == {"test.exposure": 0.019, "test.turnover": 0.0031}
+    row = next(line for line in capsys.readouterr().out.splitlines() if "min_test_sharpe_positive" in line)
+    assert "test.exposure 0.019" in row and "test.turnover 0.0031" in row
 
 
 def test_evaluation_json_overrides_summary(tmp_path):
@@ -93,15 +115,15 @@ def test_collapsed_run(tmp_path, capsys):
 
 
 def test_nan_metric_is_missing_and_fails(tmp_path):
-    run_dir = make_run(tmp_path / "run", {**TRAIN_METRICS, "train.value_loss_final": math.nan}, EVAL_METRICS)
+    run_dir = make_run(tmp_path / "run", {**TRAIN_METRICS, "train.value_loss_late_mean": math.nan}, EVAL_METRICS)
     code, result = gate(tmp_path, "--run", str(run_dir), "--stage", "full")
     assert code == 1
-    assert result["missing"] == ["min_value_loss"]
+    assert result["missing"] == ["min_value_loss_late"]
     assert result["tier_reached"] == "none"
 
 
 def test_required_tier_target_and_out_path(tmp_path):
-    run_dir = make_run(tmp_path / "run", {**TRAIN_METRICS, "options.min_avg_duration": 7.0}, EVAL_METRICS)
+    run_dir = make_run(tmp_path / "run", {**TRAIN_METRICS, "options.late.step_weighted_duration": 7.0}, EVAL_METRICS)
     out = tmp_path / "verdicts" / "v.json"
     code, result = gate(tmp_path, "--run", str(run_dir), "--stage", "full", "--required-tier", "target", "--out", str(out))
     assert code == 1 and result["tier_reached"] == "minimum"

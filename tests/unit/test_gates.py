@@ -22,13 +22,17 @@ SHIPPED = Path(__file__).resolve().parents[2] / "configs" / "gates.yaml"
 
 # Metrics that clear every shipped gate of the full stage, with margin.
 GOOD_FULL = {
-    "options.min_avg_duration": 12.0,
-    "options.min_usage_pct": 0.12,
-    "options.max_usage_pct": 0.22,
+    "options.late.min_duration_margin": 0.3,
+    "options.late.step_weighted_duration": 12.0,
+    "options.late.min_selection_share": 0.12,
+    "options.late.max_selection_share": 0.22,
+    "test.options.min_selection_share": 0.11,
+    "test.options.max_selection_share": 0.24,
     "train.policy_loss_converged": 1.0,
-    "train.value_loss_final": 40.0,
-    "train.option_updates": 25_000.0,
+    "train.value_loss_late_mean": 40.0,
     "test.sharpe": 0.8,
+    "test.exposure": 0.35,
+    "test.turnover": 0.04,
     "test.total_return": 0.15,
     "test.max_drawdown": 0.12,
     "baseline.sharpe": 0.41,
@@ -58,17 +62,31 @@ def by_id(verdict):
 
 def test_shipped_gates_load_with_the_seed_thresholds():
     gates = {g.id: g for g in load_gates(SHIPPED)}
-    assert len(gates) == 18
+    assert len(gates) == 24
     assert {g.tier for g in gates.values() if g.stage == "smoke"} == {"smoke"}
-    assert gates["min_option_diversity"].metric == "options.min_usage_pct"
-    assert gates["min_option_diversity"].threshold == 0.10
-    assert gates["min_value_loss"].applies_when.metric == "train.option_updates"
-    assert gates["min_value_loss"].applies_when.threshold == 10_000
+    # diversity on the controller's selections, late in training and on the test backtest
+    assert gates["min_option_diversity_training"].metric == "options.late.min_selection_share"
+    assert gates["min_option_diversity_test"].metric == "test.options.min_selection_share"
+    assert gates["min_option_diversity_training"].threshold == gates["min_option_diversity_test"].threshold == 0.10
+    assert gates["target_usage_ceiling_test"].threshold == 0.25
+    assert gates["target_collapse_resistance_training"].threshold == 0.40
+    # step shares are reported beside the diversity gates, not gated
+    assert gates["min_option_diversity_training"].context == ("options.late.min_usage_pct", "options.late.max_usage_pct")
+    assert not any(g.metric.endswith("usage_pct") for g in gates.values() if g.stage == "full")
+    # persistence: own min_duration, then the step-weighted mean > 5 (minimum) / > 10 (target)
+    assert gates["min_option_persistence_own_min_duration"].metric == "options.late.min_duration_margin"
+    assert gates["min_option_persistence"].metric == gates["target_option_persistence"].metric == "options.late.step_weighted_duration"
+    assert (gates["min_option_persistence"].threshold, gates["target_option_persistence"].threshold) == (5, 10)
+    assert gates["min_value_loss_late"].metric == "train.value_loss_late_mean"
+    assert gates["min_value_loss_late"].applies_when is None
+    assert gates["min_test_exposure_floor"].threshold == 0.05
+    assert gates["min_test_sharpe_positive"].context == ("test.exposure", "test.turnover")
     assert gates["target_sharpe_vs_baseline"].reference == "baseline.sharpe"
     assert gates["target_sharpe_vs_baseline"].fallback == 0.3
     assert gates["target_drawdown_bound"].threshold == 0.35
     assert all(not g.blocking for g in gates.values() if g.tier == "statistical")
     assert all(g.blocking for g in gates.values() if g.tier != "statistical")
+    assert not any(g.optional for g in gates.values())
 
 
 def test_shipped_promotion_policy():
@@ -98,12 +116,12 @@ def test_shipped_full_stage_reaches_target():
 
 
 def test_minimum_only_run():
-    # durations 7 (> 5, not > 10) and one option at 30% usage: minimum yes, target no
-    metrics = {**GOOD_FULL, "options.min_avg_duration": 7.0, "options.max_usage_pct": 0.30}
+    # step-weighted duration 7 (> 5, not > 10) and one option at 30% of the selections: minimum yes, target no
+    metrics = {**GOOD_FULL, "options.late.step_weighted_duration": 7.0, "options.late.max_selection_share": 0.30}
     gates = load_gates(SHIPPED)
     verdict = evaluate_gates(gates, metrics, "full")
     assert verdict.passed and verdict.tier_reached == "minimum"
-    assert set(verdict.summary()["failed"]) == {"target_option_persistence", "target_usage_ceiling"}
+    assert set(verdict.summary()["failed"]) == {"target_option_persistence", "target_usage_ceiling_training"}
     strict = evaluate_gates(gates, metrics, "full", required_tier="target")
     assert not strict.passed and strict.tier_reached == "minimum"
 
@@ -121,19 +139,126 @@ def test_sharpe_vs_baseline_and_the_fallback():
     assert nan_baseline["target_sharpe_vs_baseline"].status == "fail"
 
 
-def test_value_loss_gate_is_not_applicable_before_10k_updates():
+# ------------------------------------------------------------------ the rules of section 3
+
+
+def test_value_loss_is_gated_on_the_late_stretch_whatever_the_update_count():
+    """The seed's "after 10k option updates" never applied (500k x 16 envs ~ 3,900 updates), so a
+    value loss of 500 passed silently; now the late-training mean is gated at any update count."""
     gates = load_gates(SHIPPED)
-    metrics = {**GOOD_FULL, "train.option_updates": 9_999.0, "train.value_loss_final": 500.0}
+    metrics = {**GOOD_FULL, "train.option_updates": 3_900.0, "train.value_loss_late_mean": 500.0}
     verdict = evaluate_gates(gates, metrics, "full")
-    result = by_id(verdict)["min_value_loss"]
-    assert result.status == "not_applicable"
-    assert "applies only when train.option_updates >= 10000 (observed 9999)" in result.reason
-    assert verdict.passed  # not applicable does not block, and is never reported as pass
-    assert verdict.summary()["not_applicable"] == ["min_value_loss"]
-    after = evaluate_gates(gates, {**metrics, "train.option_updates": 10_000.0}, "full")
-    assert by_id(after)["min_value_loss"].status == "fail" and not after.passed
-    unknown = {k: v for k, v in metrics.items() if k != "train.option_updates"}
-    assert by_id(evaluate_gates(gates, unknown, "full"))["min_value_loss"].status == "missing"
+    result = by_id(verdict)["min_value_loss_late"]
+    assert result.status == "fail" and not verdict.passed and verdict.tier_reached == "none"
+    assert verdict.summary()["not_applicable"] == []
+    assert by_id(evaluate_gates(gates, {**metrics, "train.value_loss_late_mean": 99.0}, "full"))["min_value_loss_late"].status == "pass"
+    # the last window's value loss is only context: a good final value does not rescue a bad late mean
+    assert by_id(evaluate_gates(gates, {**metrics, "train.value_loss_final": 1.0}, "full"))["min_value_loss_late"].status == "fail"
+    unknown = {k: v for k, v in metrics.items() if k != "train.value_loss_late_mean"}
+    assert by_id(evaluate_gates(gates, unknown, "full"))["min_value_loss_late"].status == "missing"
+
+
+def test_diversity_is_measured_on_selections_not_step_shares():
+    """ClosePosition holds ~5% of the steps under a uniform controller: the step share would fail a
+    10% floor, the selection share (what the controller chose) passes it."""
+    gates = load_gates(SHIPPED)
+    uniform = {**GOOD_FULL, "options.late.min_selection_share": 0.16, "options.late.min_usage_pct": 0.05,
+               "test.options.min_selection_share": 0.15, "test.options.min_usage_pct": 0.04}
+    verdict = by_id(evaluate_gates(gates, uniform, "full"))
+    assert verdict["min_option_diversity_training"].status == "pass"
+    assert verdict["min_option_diversity_training"].context == {
+        "options.late.min_usage_pct": 0.05, "options.late.max_usage_pct": None,
+    }
+    assert verdict["min_option_diversity_test"].status == "pass"
+
+
+@pytest.mark.parametrize(
+    "metric, value, failed",
+    [
+        # late training collapsed onto a few options, whatever the cumulative totals with warmup say
+        ("options.late.min_selection_share", 0.08, {"min_option_diversity_training"}),
+        ("options.late.min_selection_share", 0.04, {"min_option_diversity_training", "target_usage_floor_training"}),
+        ("options.late.max_selection_share", 0.45,
+         {"target_usage_ceiling_training", "target_collapse_resistance_training"}),
+        # the deterministic test backtest uses an option for < 10% of its choices
+        ("test.options.min_selection_share", 0.09, {"min_option_diversity_test"}),
+        ("test.options.max_selection_share", 0.30, {"target_usage_ceiling_test"}),
+    ],
+)
+def test_diversity_gates_on_late_training_and_the_test_backtest(metric, value, failed):
+    metrics = {**GOOD_FULL, "options.min_usage_pct": 0.15, "options.max_usage_pct": 0.2, metric: value}
+    verdict = evaluate_gates(load_gates(SHIPPED), metrics, "full")
+    assert set(verdict.summary()["failed"]) == failed
+
+
+def test_persistence_accepts_close_positions_short_exits():
+    """ClosePosition averages ~3.3 (min_duration 3, ends when flat): the seed's "> 5 for all
+    options" would refuse every model; its own min_duration and the step-weighted mean decide."""
+    gates = load_gates(SHIPPED)
+    metrics = {**GOOD_FULL, "options.min_avg_duration": 3.3, "options.late.min_avg_duration": 3.3,
+               "options.late.min_duration_margin": 0.3, "options.late.step_weighted_duration": 7.5}
+    verdict = evaluate_gates(gates, metrics, "full")
+    assert verdict.passed and verdict.tier_reached == "minimum"
+    assert by_id(verdict)["target_option_persistence"].status == "fail"  # target: > 10
+    # an option that ends before its own min_duration
+    short = evaluate_gates(gates, {**metrics, "options.late.min_duration_margin": -0.5}, "full")
+    assert short.summary()["failed"] == ["min_option_persistence_own_min_duration", "target_option_persistence"]
+    # every option persists on its own, yet the options together average <= 5 steps
+    brief = evaluate_gates(gates, {**metrics, "options.late.step_weighted_duration": 5.0}, "full")
+    assert "min_option_persistence" in brief.summary()["failed"] and not brief.passed
+
+
+def test_a_near_flat_agent_stays_out_of_the_minimum_tier():
+    """The demo's QQQ candidate: mean |exposure| 1.9%, Sharpe > 0 by a handful of bars."""
+    gates = load_gates(SHIPPED)
+    flat = {**GOOD_FULL, "test.exposure": 0.019, "test.turnover": 0.003}
+    verdict = evaluate_gates(gates, flat, "full")
+    results = by_id(verdict)
+    assert results["min_test_sharpe_positive"].status == "pass"
+    assert results["min_test_sharpe_positive"].context == {"test.exposure": 0.019, "test.turnover": 0.003}
+    assert results["min_test_exposure_floor"].status == "fail"
+    assert not verdict.passed and verdict.tier_reached == "none"
+    at_floor = evaluate_gates(gates, {**flat, "test.exposure": 0.05}, "full")
+    assert at_floor.passed and at_floor.tier_reached == "target"
+
+
+def test_a_gate_whose_precondition_does_not_hold_blocks_unless_optional():
+    """No silent pass: not_applicable is never pass, and blocks its tier unless `optional: true`."""
+    condition = {"metric": "n", "comparison": ">=", "threshold": 10}
+    conditional = gate(id="conditional", metric="v", comparison="<", threshold=100, applies_when=condition)
+    other = gate(id="other")
+    metrics = {"m": 2.0, "v": 500.0, "n": 3.0}
+    verdict = evaluate_gates([other, conditional], metrics, "full")
+    result = by_id(verdict)["conditional"]
+    assert result.status == "not_applicable" and not result.optional
+    assert "applies only when n >= 10 (observed 3); not optional, so it blocks its tier" in result.reason
+    assert not verdict.passed and verdict.tier_reached == "none"
+    assert verdict.summary()["blocking_failed"] == ["conditional"]
+
+    optional = conditional.model_copy(update={"optional": True})
+    verdict = evaluate_gates([other, optional], metrics, "full")
+    assert by_id(verdict)["conditional"].status == "not_applicable"
+    assert "optional, does not block" in by_id(verdict)["conditional"].reason
+    assert verdict.passed and verdict.tier_reached == "minimum"
+    assert verdict.summary()["blocking_failed"] == [] and verdict.summary()["not_applicable"] == ["conditional"]
+    # an optional gate is still judged when its precondition holds
+    assert not evaluate_gates([other, optional], {**metrics, "n": 10.0}, "full").passed
+    # a tier of optional not-applicable gates only has not passed anything
+    assert not evaluate_gates([optional], metrics, "full").passed
+    # the statistical tier follows the same rule when its gates are blocking
+    stat = conditional.model_copy(update={"tier": "statistical", "blocking": True})
+    assert not evaluate_gates([other, stat], metrics, "full").passed
+    quiet = by_id(evaluate_gates([other, stat.model_copy(update={"blocking": False})], metrics, "full"))
+    assert quiet["conditional"].reason.endswith("; non-blocking")
+    assert evaluate_gates([other, stat.model_copy(update={"optional": True})], metrics, "full").passed
+
+
+def test_optional_needs_a_precondition_and_context_is_reported():
+    with pytest.raises(ValueError, match="`optional: true` needs an `applies_when`"):
+        gate(optional=True)
+    result = evaluate_gate(gate(context=("a", "b")), {"m": 2.0, "a": 0.5, "b": math.nan})
+    assert result.status == "pass" and result.context == {"a": 0.5, "b": None}
+    assert evaluate_gate(gate(), {"m": 2.0}).context == {}
 
 
 @pytest.mark.parametrize("bad", [None, math.nan, "0.5"])
@@ -142,7 +267,7 @@ def test_missing_or_nan_metric_fails_as_missing(bad):
     verdict = evaluate_gates(gates, {**GOOD_FULL, "test.sharpe": bad}, "full")
     assert by_id(verdict)["min_test_sharpe_positive"].status == "missing"
     assert not verdict.passed and verdict.tier_reached == "none"
-    absent = {k: v for k, v in GOOD_FULL.items() if k != "options.min_usage_pct"}
+    absent = {k: v for k, v in GOOD_FULL.items() if k != "options.late.min_selection_share"}
     assert not evaluate_gates(gates, absent, "full").passed
 
 

@@ -14,6 +14,7 @@ from trainer.evaluation.metrics import (
     equity_curve,
     option_usage,
     option_usage_metrics,
+    persistence_metrics,
     sharpe_ratio,
     sortino_ratio,
 )
@@ -100,14 +101,68 @@ def test_option_usage_runs_by_hand():
     assert usage["usage_pct"] == {"a": 0.4, "b": 0.2, "c": 0.4, "d": 0.0}
     assert usage["avg_duration"] == {"a": 2.0, "b": 2.0, "c": 4.0, "d": 0.0}
     assert usage["selections"] == {"a": 2.0, "b": 1.0, "c": 1.0, "d": 0.0}
+    assert usage["selection_share"] == {"a": 0.5, "b": 0.25, "c": 0.25, "d": 0.0}
 
     flat = option_usage_metrics(usage, used_option_min_pct=0.05)
     assert flat["options.usage_pct.c"] == 0.4
+    assert flat["options.selection_share.a"] == 0.5
     assert flat["options.min_selections"] == 0.0
+    assert flat["options.min_selection_share"] == 0.0
+    assert flat["options.max_selection_share"] == 0.5
     assert flat["options.min_usage_pct"] == 0.0
     assert flat["options.max_usage_pct"] == 0.4
     assert flat["options.min_avg_duration"] == 0.0
     assert flat["options.num_used_options"] == 3.0
+
+
+def test_selection_shares_differ_from_step_shares():
+    """Three options chosen equally often, one of them for 1 bar per use: 1/3 of the selections,
+    1/9 of the bars. Diversity gates read the first, step shares are reported beside."""
+    usage = option_usage([0, 0, 0, 0, 1, 2, 2, 2, 2] * 2, ["long", "close", "wait"])
+    assert usage["selection_share"] == pytest.approx({"long": 1 / 3, "close": 1 / 3, "wait": 1 / 3})
+    assert usage["usage_pct"] == pytest.approx({"long": 4 / 9, "close": 1 / 9, "wait": 4 / 9})
+    # a usage without selection shares (cumulative training totals) gets them from the counts
+    flat = option_usage_metrics({k: v for k, v in usage.items() if k != "selection_share"}, prefix="x")
+    assert flat["x.min_selection_share"] == pytest.approx(1 / 3)
+    assert flat["x.min_usage_pct"] == pytest.approx(1 / 9)
+
+
+def test_option_steps_count_a_reselection_of_the_same_option():
+    # `a` runs 3 bars, ends, and is chosen again for 2 bars; then `b` for 2 bars
+    options = [0, 0, 0, 0, 0, 1, 1]
+    steps = [0, 1, 2, 0, 1, 0, 1]
+    with_steps = option_usage(options, ["a", "b"], option_steps=steps)
+    assert with_steps["selections"] == {"a": 2.0, "b": 1.0}
+    assert with_steps["avg_duration"] == {"a": 2.5, "b": 2.0}
+    assert with_steps["selection_share"] == pytest.approx({"a": 2 / 3, "b": 1 / 3})
+    # from option changes alone the two uses of `a` are one
+    changes = option_usage(options, ["a", "b"])
+    assert changes["selections"] == {"a": 1.0, "b": 1.0}
+    assert changes["avg_duration"] == {"a": 5.0, "b": 2.0}
+    with pytest.raises(ValueError, match="differ in length"):
+        option_usage(options, ["a", "b"], option_steps=steps[:-1])
+
+
+def test_persistence_metrics_by_hand():
+    usage = {
+        "usage_pct": {"long": 0.5, "close": 0.1, "wait": 0.4},
+        "avg_duration": {"long": 6.0, "close": 3.3, "wait": 12.0},
+        "selections": {"long": 10.0, "close": 4.0, "wait": 4.0},
+    }
+    flat = persistence_metrics(usage, {"long": 5, "close": 3, "wait": 5}, prefix="p")
+    assert flat["p.min_duration_margin"] == pytest.approx(0.3)  # close: 3.3 - 3
+    assert flat["p.step_weighted_duration"] == pytest.approx(0.5 * 6 + 0.1 * 3.3 + 0.4 * 12)  # 8.13
+    assert flat["p.selection_weighted_duration"] == pytest.approx((60 + 13.2 + 48) / 18)
+    # an option that ends before its own min_duration
+    short = persistence_metrics(usage, {"long": 5, "close": 4, "wait": 5})
+    assert short["options.min_duration_margin"] == pytest.approx(-0.7)
+    empty = {"usage_pct": {"a": 0.0}, "avg_duration": {"a": 0.0}, "selections": {"a": 0.0}}
+    assert persistence_metrics(empty, {"a": 2}) == {
+        "options.min_duration_margin": -2.0, "options.step_weighted_duration": 0.0,
+        "options.selection_weighted_duration": 0.0,
+    }
+    with pytest.raises(ValueError, match="no entry"):
+        persistence_metrics(usage, {"long": 5})
 
 
 def test_option_usage_refuses_out_of_range_index():

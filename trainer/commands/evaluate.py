@@ -42,6 +42,7 @@ def run(args) -> int:
         backtest_metrics,
         option_usage,
         option_usage_metrics,
+        persistence_metrics,
     )
     from trainer.evaluation.statistics import sharpe_summary
     from trainer.io import read_json_object, write_json_atomic, write_text_atomic
@@ -78,6 +79,8 @@ def run(args) -> int:
 
     frames = []
     interpretation = ""
+    selections_from = None
+    min_durations = {name: float(config.options.option_block(i).min_duration) for i, name in enumerate(OPTION_NAMES)}
     for split in splits:
         prefix = "test" if split == "test" else "eval_split"
         features = data.features[split]
@@ -104,9 +107,15 @@ def run(args) -> int:
             frame["baseline_return"] = base.returns
             frame["baseline_position"] = base.positions
         if result.options is not None:
-            usage = option_usage(result.options, OPTION_NAMES)
+            # A selection is a bar where an option starts. With the backtest's per-bar step within
+            # the option (option_steps, 0 where chosen) a re-selection of the option that just
+            # ended counts; without it only option changes can be seen (see metrics.option_usage).
+            option_steps = getattr(result, "option_steps", None)
+            selections_from = "option_changes" if option_steps is None else "option_steps"
+            usage = option_usage(result.options, OPTION_NAMES, option_steps=option_steps)
             flat = option_usage_metrics(usage, config.options.monitor.used_option_min_pct, prefix=f"{prefix}.options")
             metrics.update(flat)
+            metrics.update(persistence_metrics(usage, min_durations, prefix=f"{prefix}.options"))
         if split == "test":
             n_trials = _trials_count(data.symbol)
             stats = sharpe_summary(result.returns, base_returns, data.periods_per_year, n_trials=n_trials)
@@ -128,6 +137,8 @@ def run(args) -> int:
         "model": str(model_dir.name),
         "baseline": baseline_info,
         "interpretation": interpretation,
+        # how option selections were counted on the backtest: option_steps | option_changes
+        "option_selections_from": selections_from,
     }
     write_text_atomic(run_dir / "backtest.csv", frames[0].to_csv(index=False))
     write_json_atomic(run_dir / "evaluation.json", evaluation)

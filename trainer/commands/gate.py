@@ -128,6 +128,11 @@ def _shown(value: float | None) -> str:
     return f"{value:.6g}" if math.isfinite(value) else str(value)
 
 
+def _context(context: dict[str, float | None]) -> str:
+    """`test.exposure 0.019, test.turnover 0.042`: the metrics a gate reports beside itself."""
+    return ", ".join(f"{name} {_shown(value)}" for name, value in context.items())
+
+
 def _print(verdict: Any, run: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -139,6 +144,7 @@ def _print(verdict: Any, run: str) -> None:
     table.add_column("observed", justify="right")
     table.add_column("threshold")
     table.add_column("status", no_wrap=True)
+    table.add_column("beside (not gated)")
     for r in verdict.results:
         table.add_row(
             r.id,
@@ -147,9 +153,10 @@ def _print(verdict: Any, run: str) -> None:
             _shown(r.observed),
             f"{r.comparison} {r.threshold_shown}",
             f"[{_STATUS_STYLE[r.status]}]{r.status}[/]",
+            _context(r.context),
         )
     # Logs (Airflow, CI) are not terminals: give them a width that fits the table unbroken.
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     for r in verdict.results:
         if r.status in ("missing", "not_applicable"):

@@ -4,8 +4,10 @@ A gate compares one flat metric (docs/contracts.md names) with a threshold, or w
 metric (`reference`, e.g. `baseline.sharpe`, with a `fallback` number when that one is missing).
 Rules that keep a gate honest:
 - a missing, None or NaN metric gives status `missing`, which fails like `fail`;
-- a gate whose `applies_when` precondition does not hold is `not_applicable` (never `pass`) and
-  does not count for the verdict; if the precondition's metric is missing the gate is `missing`.
+- no silent pass: a gate whose `applies_when` precondition does not hold is `not_applicable`
+  (never `pass`), and a blocking `not_applicable` gate blocks its tier like `fail` unless the gate
+  says `optional: true`; if the precondition's metric is missing the gate is `missing`;
+- `context` names metrics reported beside the gate (in the table and the verdict JSON), never gated.
 
 Tiers: `smoke` (stage smoke); `minimum` < `target` and `statistical` (stage full). The verdict
 of stage smoke requires the blocking smoke gates; stage full requires the blocking gates of every
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +71,13 @@ class Gate(_Strict):
     stage: Stage
     blocking: bool | None = Field(None, description="Default: true, except for tier statistical.")
     applies_when: Precondition | None = None
+    optional: bool = Field(
+        False,
+        description="Only with applies_when: when the precondition does not hold the gate does not block its tier.",
+    )
+    context: tuple[str, ...] = Field(
+        (), description="Metrics reported beside the gate (table, verdict JSON); never gated."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "Gate":
@@ -76,6 +85,8 @@ class Gate(_Strict):
             raise ValueError("give exactly one of `threshold` and `reference`")
         if self.fallback is not None and self.reference is None:
             raise ValueError("`fallback` needs a `reference`")
+        if self.optional and self.applies_when is None:
+            raise ValueError("`optional: true` needs an `applies_when` precondition (it says when the gate may be skipped)")
         if self.comparison == "between":
             if self.reference is not None or not isinstance(self.threshold, tuple):
                 raise ValueError("`between` needs `threshold: [low, high]`")
@@ -186,6 +197,13 @@ class GateResult:
     tier: str
     blocking: bool
     reason: str
+    optional: bool = False
+    context: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def clears(self) -> bool:
+        """Counts as passed for its tier: `pass`, or `not_applicable` on an `optional` gate."""
+        return self.status == "pass" or (self.status == "not_applicable" and self.optional)
 
 
 @dataclass(frozen=True)
@@ -209,9 +227,7 @@ class Verdict:
             "failed": self.ids_with("fail"),
             "missing": self.ids_with("missing"),
             "not_applicable": self.ids_with("not_applicable"),
-            "blocking_failed": [
-                r.id for r in self.results if r.blocking and r.status in ("fail", "missing")
-            ],
+            "blocking_failed": [r.id for r in self.results if r.blocking and not r.clears],
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,7 +288,8 @@ def evaluate_gate(gate: Gate, metrics: Mapping[str, Any]) -> GateResult:
         return GateResult(
             id=gate.id, description=gate.description, metric=gate.metric, observed=observed,
             comparison=gate.comparison, threshold_shown=shown, status=status, tier=gate.tier,
-            blocking=bool(gate.blocking), reason=reason,
+            blocking=bool(gate.blocking), reason=reason, optional=gate.optional,
+            context={name: _number(metrics, name) for name in gate.context},
         )
 
     condition = gate.applies_when
@@ -282,7 +299,13 @@ def evaluate_gate(gate: Gate, metrics: Mapping[str, Any]) -> GateResult:
         if value is None:
             return result("missing", f"precondition metric {condition.metric} is missing or NaN")
         if not _compare(value, condition.comparison, condition.threshold):
-            return result("not_applicable", f"applies only when {rule} (observed {_fmt(value)})")
+            if not gate.blocking:
+                effect = "non-blocking"
+            elif gate.optional:
+                effect = "optional, does not block"
+            else:
+                effect = "not optional, so it blocks its tier"
+            return result("not_applicable", f"applies only when {rule} (observed {_fmt(value)}); {effect}")
     if observed is None:
         return result("missing", f"metric {gate.metric} is missing or NaN")
     if threshold is None:
@@ -293,11 +316,10 @@ def evaluate_gate(gate: Gate, metrics: Mapping[str, Any]) -> GateResult:
 
 
 def _tier_clear(results: Sequence[GateResult], tier: str) -> bool:
-    """Every blocking gate of `tier` passed or is not applicable, and at least one passed."""
+    """Every blocking gate of `tier` clears (passed, or optional and not applicable), and at least
+    one passed."""
     blocking = [r for r in results if r.tier == tier and r.blocking]
-    return any(r.status == "pass" for r in blocking) and all(
-        r.status in ("pass", "not_applicable") for r in blocking
-    )
+    return any(r.status == "pass" for r in blocking) and all(r.clears for r in blocking)
 
 
 def evaluate_gates(
@@ -308,8 +330,9 @@ def evaluate_gates(
 ) -> Verdict:
     """Evaluate the gates of `stage` and decide.
 
-    - passed: every blocking gate of the required tiers is `pass` or `not_applicable` (and the
-      stage has at least one such gate that passed). Required tiers: smoke -> {smoke};
+    - passed: every blocking gate of the required tiers is `pass`, or `not_applicable` with
+      `optional: true` (and each required tier has at least one gate that passed); a non-optional
+      `not_applicable` gate blocks like `fail`. Required tiers: smoke -> {smoke};
       full -> the tiers up to `required_tier` plus statistical (whose gates block only when
       configured `blocking: true`).
     - tier_reached: stage full: the highest of minimum < target that is clear together with all
@@ -331,8 +354,6 @@ def evaluate_gates(
             break
         tier_reached = tier
     required = ORDERED_TIERS[: ORDERED_TIERS.index(required_tier) + 1]
-    statistical_ok = all(
-        r.status in ("pass", "not_applicable") for r in results if r.tier == "statistical" and r.blocking
-    )
+    statistical_ok = all(r.clears for r in results if r.tier == "statistical" and r.blocking)
     passed = all(_tier_clear(results, tier) for tier in required) and statistical_ok
     return Verdict(stage, required_tier, passed, tier_reached, results)

@@ -201,15 +201,23 @@ def backtest_metrics(
 
 
 def option_usage(
-    option_indices: Sequence[int] | np.ndarray, option_names: Sequence[str]
+    option_indices: Sequence[int] | np.ndarray,
+    option_names: Sequence[str],
+    option_steps: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """Usage of each option over a backtest's per-bar active-option sequence.
 
-    A run of consecutive bars with the same index is one use (one selection); re-selecting the
-    option that just terminated is indistinguishable from continuing it in a per-bar sequence.
+    A selection is a bar where an option starts: the first bar, a bar whose option differs from
+    the previous bar's, and, when `option_steps` is given (the step within the active option on
+    each bar, 0 on the bar where it was chosen), a bar with option_steps == 0, so a re-selection
+    of the option that just ended counts as a new selection. Without `option_steps` re-selecting
+    the option that just terminated is indistinguishable from continuing it in a per-bar
+    sequence, so it counts as one longer use (fewer selections of that option, longer durations).
 
-    Returns `{"usage_pct": {name: share of bars}, "avg_duration": {name: mean run length in
-    bars}, "selections": {name: number of runs}}`; an option never used has 0 for all three.
+    Returns `{"usage_pct": {name: share of bars}, "avg_duration": {name: mean use length in
+    bars}, "selections": {name: number of uses}, "selection_share": {name: share of all
+    selections}}`; an option never used has 0 for all four. The last use may be cut short by the
+    end of the bars; it counts with the length it had.
     """
     idx = np.asarray(option_indices)
     names = list(option_names)
@@ -217,33 +225,86 @@ def option_usage(
         raise ValueError(f"option_indices must be one-dimensional, got shape {idx.shape}")
     if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= len(names)):
         raise ValueError(f"option_indices must be integers in 0..{len(names) - 1}")
-    run_starts = np.flatnonzero(np.diff(idx, prepend=-1)) if idx.size else np.array([], dtype=int)
+    starts = np.diff(idx, prepend=-1) != 0 if idx.size else np.zeros(0, dtype=bool)
+    if option_steps is not None:
+        steps = np.asarray(option_steps)
+        if steps.shape != idx.shape:
+            raise ValueError(f"option_steps ({steps.size} bars) and option_indices ({idx.size} bars) differ in length")
+        starts = starts | (steps == 0)
+    run_starts = np.flatnonzero(starts)
     run_lengths = np.diff(np.append(run_starts, idx.size))
     run_options = idx[run_starts]
-    usage: dict[str, dict[str, float]] = {"usage_pct": {}, "avg_duration": {}, "selections": {}}
+    usage: dict[str, dict[str, float]] = {"usage_pct": {}, "avg_duration": {}, "selections": {}, "selection_share": {}}
     for k, name in enumerate(names):
         lengths = run_lengths[run_options == k]
         usage["usage_pct"][name] = float(lengths.sum() / idx.size) if idx.size else 0.0
         usage["avg_duration"][name] = float(lengths.mean()) if lengths.size else 0.0
         usage["selections"][name] = float(lengths.size)
+        usage["selection_share"][name] = float(lengths.size / run_starts.size) if run_starts.size else 0.0
     return usage
+
+
+def selection_shares(selections: dict[str, float]) -> dict[str, float]:
+    """Each option's share of all selections (0.0 for every option when nothing was selected)."""
+    total = float(sum(selections.values()))
+    return {name: (float(count) / total if total > 0 else 0.0) for name, count in selections.items()}
 
 
 def option_usage_metrics(
     usage: dict[str, dict[str, float]], used_option_min_pct: float = 0.05, prefix: str = "options"
 ) -> dict[str, float]:
     """Flatten `option_usage(...)` into the docs/contracts.md `options.*` names, with the aggregates
-    `min_selections`, `min_usage_pct`, `max_usage_pct`, `min_avg_duration` and `num_used_options`
-    (options whose usage share is > `used_option_min_pct`, as in the seed's monitor).
+    `min_selections`, `min_usage_pct`, `max_usage_pct` (step shares), `min_selection_share`,
+    `max_selection_share` (shares of the controller's selections), `min_avg_duration` and
+    `num_used_options` (options whose step share is > `used_option_min_pct`, as in the seed's
+    monitor). `selection_share` is derived from `selections` when the usage does not hold it.
     """
+    usage = {**usage}
+    usage.setdefault("selection_share", selection_shares(usage["selections"]))
     flat: dict[str, float] = {}
-    for field in ("selections", "usage_pct", "avg_duration"):
+    for field in ("selections", "selection_share", "usage_pct", "avg_duration"):
         for name, value in usage[field].items():
             flat[f"{prefix}.{field}.{name}"] = float(value)
     shares = list(usage["usage_pct"].values())
     flat[f"{prefix}.min_selections"] = float(min(usage["selections"].values()))
+    flat[f"{prefix}.min_selection_share"] = float(min(usage["selection_share"].values()))
+    flat[f"{prefix}.max_selection_share"] = float(max(usage["selection_share"].values()))
     flat[f"{prefix}.min_usage_pct"] = float(min(shares))
     flat[f"{prefix}.max_usage_pct"] = float(max(shares))
     flat[f"{prefix}.min_avg_duration"] = float(min(usage["avg_duration"].values()))
     flat[f"{prefix}.num_used_options"] = float(sum(share > used_option_min_pct for share in shares))
     return flat
+
+
+def persistence_metrics(
+    usage: dict[str, dict[str, float]], min_durations: dict[str, float], prefix: str = "options"
+) -> dict[str, float]:
+    """Option persistence of an `option_usage(...)`-shaped usage (configs/gates.yaml, persistence):
+
+    - `<prefix>.min_duration_margin` = min over options of (avg_duration - min_duration), in
+      steps: >= 0 when every option averages at least its own min_duration. An option with no
+      completed use has avg_duration 0, so a negative margin (it does not persist at all);
+    - `<prefix>.step_weighted_duration` = sum_k usage_pct_k * avg_duration_k / sum_k usage_pct_k:
+      the options' mean durations, each weighted by the option's share of the steps (the length
+      of the option an average step runs in); 0.0 with no steps;
+    - `<prefix>.selection_weighted_duration` = sum_k selections_k * avg_duration_k / sum_k
+      selections_k: the mean length of one use, whatever the option (reported beside it; an
+      option a controller picks often and drops fast weighs more here); 0.0 with no selection.
+
+    :param min_durations: each option's configured min_duration (options.<name>.min_duration).
+    """
+    names = list(usage["avg_duration"])
+    missing = [name for name in names if name not in min_durations]
+    if missing:
+        raise ValueError(f"min_durations has no entry for {missing}")
+    durations, shares, selections = usage["avg_duration"], usage["usage_pct"], usage["selections"]
+
+    def weighted(weights: dict[str, float]) -> float:
+        total = float(sum(weights[n] for n in names))
+        return float(sum(weights[n] * durations[n] for n in names) / total) if total > 0 else 0.0
+
+    return {
+        f"{prefix}.min_duration_margin": float(min(durations[n] - float(min_durations[n]) for n in names)),
+        f"{prefix}.step_weighted_duration": weighted(shares),
+        f"{prefix}.selection_weighted_duration": weighted(selections),
+    }
