@@ -1,20 +1,38 @@
-"""The trained agent as an MLflow pyfunc model: observations in, actions (and options) out.
+"""The trained agent as an MLflow pyfunc model: raw bars in, the gated backtest's decisions out.
 
-What a registered version serves. The model directory of a run (meta.json, sac.zip, controller.pt)
-travels as the pyfunc artifact `model_dir`; `load_context` rebuilds the agent with
-`trainer.agent.load_agent`, so serving and backtesting share one loader.
+What a registered version serves. The model directory of a run (meta.json, sac.zip, controller.pt,
+signals.json, example_bars.csv) travels as the pyfunc artifact `model_dir`; `load_context`
+rebuilds the agent with `trainer.agent.load_agent`, and `predict` is `Agent.replay`: the bars are
+featurised as training featurised each split (compute_features, then the run's fitted
+SignalModel) and walked by `Agent.backtest`'s own deterministic loop, option persistence
+included (min_duration, termination rules, option memory). So `models:/...@champion` serves,
+bar for bar, the positions and options of the backtest its gates judged.
 
     model = mlflow.pyfunc.load_model("models:/hierarchical-options-SPY@champion")
-    model.predict(observations)   # DataFrame with `action` (float) and `option` (name or "")
+    model.predict(bars)   # bars: timestamp, open, high, low, close, volume (+ signal columns)
+
+Input (the signature): a DataFrame, one row per bar, oldest first, timestamps strictly increasing
+and tz-naive; `open, high, low, close, volume` as float64 (cast integer volumes); `sentiment` /
+`sl_confidence` in [0, 1], required where the run took them from the data's column or a signals
+file (then pass the value as of each bar), ignored where it derived them (they are recomputed
+from the bars by the saved SignalModel) or used the neutral value. At least
+FEATURE_WARMUP_BARS + window_size bars (34 + 57 = 91 with the shipped config).
+
+Output: one row per input row, in input order. `timestamp`; `exposure`, the target exposure
+(fraction of equity, negative = short) set at the close of that bar and held over the next one;
+for Phase B.1 also `option` (name), `option_index` (OPTION_NAMES order) and `option_step` (steps
+already spent in that option when the bar's decision is made; 0 = chosen at this bar). Rows
+before FEATURE_WARMUP_BARS + window_size - 1 have no decision: exposure NaN, option "",
+option_index -1, option_step -1. The walk starts flat at the first decided row, so pass the same
+history to get the same decisions (the decision at bar t depends on the frame's first bar). In
+backtest terms: row t's exposure is `positions` of the backtest row stamped with bar t + 1.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 
 MODEL_NAME_IN_RUN = "agent"
@@ -22,46 +40,44 @@ MODEL_NAME_IN_RUN = "agent"
 
 
 class AgentPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps `trainer.agent.Agent`; stateless between calls (each row is one observation)."""
+    """Wraps `trainer.agent.Agent.replay`; stateless between calls (each call replays its frame)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        import json
-
         from trainer.agent import load_agent
 
-        model_dir = Path(context.artifacts["model_dir"])
-        self._agent = load_agent(model_dir)
-        meta = json.loads((model_dir / "meta.json").read_text())
-        self._option_names: list[str] = list(meta.get("option_names") or [])
+        self._agent = load_agent(Path(context.artifacts["model_dir"]))
 
     # No type hints here on purpose: MLflow 3 turns predict() hints into a schema and warns on Any.
     def predict(self, context, model_input, params=None):
-        observations = _as_observations(model_input, self._agent.observation_size)
-        decision = self._agent.predict(observations)
-        actions = np.asarray(decision.actions, dtype=np.float64).reshape(-1)
-        if decision.option_indices is None or not self._option_names:
-            # Phase A (plain SAC) has no options: the column stays, empty, so callers need no branch.
-            options = [""] * len(actions)
-        else:
-            options = [self._option_names[int(i)] for i in np.asarray(decision.option_indices).reshape(-1)]
-        return pd.DataFrame({"action": actions, "option": options})
+        return replay_frame(self._agent.replay(model_input))
 
 
-def _as_observations(model_input: Any, observation_size: int) -> np.ndarray:
-    """Accept a DataFrame, ndarray or nested list of shape (n, observation_size); refuse anything else."""
-    if isinstance(model_input, pd.DataFrame):
-        array = model_input.to_numpy(dtype=np.float32)
-    else:
-        array = np.asarray(model_input, dtype=np.float32)
-    if array.ndim == 1:
-        array = array.reshape(1, -1)
-    if array.ndim != 2 or array.shape[1] != observation_size:
-        raise ValueError(
-            f"expected observations of shape (n, {observation_size}), got {tuple(array.shape)}"
-        )
-    if not np.isfinite(array).all():
-        raise ValueError("observations contain NaN or infinity")
-    return array
+def replay_frame(replay) -> pd.DataFrame:
+    """A trainer.agent.Replay as the served DataFrame (columns as in `agent_signature`)."""
+    out = pd.DataFrame({"timestamp": replay.timestamps, "exposure": replay.exposure})
+    if replay.option_index is not None:
+        out["option"] = replay.option_names
+        out["option_index"] = replay.option_index
+        out["option_step"] = replay.option_step
+    return out.reset_index(drop=True)
+
+
+def agent_signature(agent) -> mlflow.models.ModelSignature:
+    """Input and output schema of a served agent (see the module docstring)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    from trainer.agent import BAR_COLUMNS, TIME_COLUMN
+    from trainer.data.signals import SIGNALS
+
+    required, read = agent.signal_columns
+    inputs = [ColSpec("datetime", TIME_COLUMN), *(ColSpec("double", c) for c in BAR_COLUMNS)]
+    # A signal the model does not read is still accepted (and ignored), so one frame fits both phases.
+    inputs += [ColSpec("double", s, required=s in required) for s in SIGNALS]
+    outputs = [ColSpec("datetime", TIME_COLUMN), ColSpec("double", "exposure")]
+    if agent.hierarchical:
+        outputs += [ColSpec("string", "option"), ColSpec("long", "option_index"), ColSpec("long", "option_step")]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
 def _pip_requirements() -> list[str]:
@@ -70,7 +86,7 @@ def _pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for dist in ("mlflow", "stable-baselines3", "torch", "gymnasium", "numpy", "pandas"):
+    for dist in ("mlflow", "stable-baselines3", "torch", "gymnasium", "numpy", "pandas", "pydantic", "pyyaml"):
         try:
             pins.append(f"{dist}=={version(dist)}")
         except PackageNotFoundError:
@@ -79,18 +95,22 @@ def _pip_requirements() -> list[str]:
 
 
 def log_agent_model(model_dir: str | Path, run_id: str) -> mlflow.models.model.ModelInfo:
-    """Log `model_dir` as the pyfunc model `agent` of MLflow run `run_id` (a LoggedModel).
+    """Log `model_dir` as the pyfunc model `agent` of MLflow run `run_id` (a LoggedModel), with
+    its signature and, when the model directory has example_bars.csv, that input example (MLflow
+    then checks at logging time that the example replays).
 
     The `trainer` package goes along as code, so a loader without the package installed
     still finds `trainer.agent` and this class.
     """
     import trainer
+    from trainer.agent import load_agent
 
     model_dir = Path(model_dir)
     if not (model_dir / "meta.json").is_file():
         from trainer.errors import TrainerError
 
         raise TrainerError(f"{model_dir}: not a model directory (meta.json missing)")
+    agent = load_agent(model_dir)
     package_dir = Path(trainer.__file__).parent
     with mlflow.start_run(run_id=run_id):
         return mlflow.pyfunc.log_model(
@@ -99,4 +119,6 @@ def log_agent_model(model_dir: str | Path, run_id: str) -> mlflow.models.model.M
             artifacts={"model_dir": str(model_dir)},
             code_paths=[str(package_dir)],
             pip_requirements=_pip_requirements(),
+            signature=agent_signature(agent),
+            input_example=agent.example_bars,
         )

@@ -401,12 +401,27 @@ def _logged_agent_model_id(client: Any, run_id: str) -> str | None:
     return models[0].model_id if models else None
 
 
+def gated_model_dir(run_dir: Path) -> Path:
+    """The model directory whose backtest the gates judged, so the version serves that one:
+    evaluation.json's `model` (written by `trainer evaluate`), else the rule evaluate follows
+    (best_model when it holds a model, else model)."""
+    evaluation_path = run_dir / "evaluation.json"
+    if evaluation_path.exists():
+        judged = read_json_object(evaluation_path, "evaluation.json").get("model")
+        if judged:
+            if judged not in ("model", "best_model") or not (run_dir / judged / "meta.json").is_file():
+                raise TrainerError(f"{evaluation_path}: evaluated model {judged!r} is not a model directory of the run")
+            return run_dir / judged
+    return run_dir / "best_model" if (run_dir / "best_model" / "meta.json").is_file() else run_dir / "model"
+
+
 def register_run(run_dir: str | Path, actor: str = "trainer") -> RegisteredVersion:
     """Register the gated full run in `run_dir` as a new version (or return the existing one).
 
     The run's MLflow run (summary.json `mlflow_run_id`) gets the pyfunc model `agent` if it has
-    none yet. A passing version becomes `challenger`; a failing one is registered too, tagged
-    `verdict=failed`, so it counts as a trial but can never be promoted.
+    none yet: the model directory the gates judged (`gated_model_dir`). A passing version becomes
+    `challenger`; a failing one is registered too, tagged `verdict=failed`, so it counts as a trial
+    but can never be promoted.
     """
     from mlflow.exceptions import MlflowException
 
@@ -431,7 +446,7 @@ def register_run(run_dir: str | Path, actor: str = "trainer") -> RegisteredVersi
         # of one run may both log it, and the version then points at whichever is found first.
         model_id = _logged_agent_model_id(client, run_id)
         if model_id is None:
-            model_id = log_agent_model(run_dir / "model", run_id).model_id
+            model_id = log_agent_model(gated_model_dir(run_dir), run_id).model_id
         with model_lock(client, name):
             # Idempotency: a run is registered at most once (key: its MLflow run id).
             existing = client.search_model_versions(f"name = '{name}' AND run_id = '{run_id}'")

@@ -42,6 +42,7 @@ from trainer.registry import (
 
 WINDOW = 2
 OBS_SIZE = WINDOW * 10 + 8  # ObservationLayout: 10 market features per bar + 8 portfolio values
+FIRST_DECISION = 34 + WINDOW - 1  # the first bar a served model decides on (feature warm-up + window)
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -124,6 +125,13 @@ def make_run(root: Path, model_dir: Path, symbol: str, *, passed: bool = True, t
     stamps = pd.bdate_range(end=data_end, periods=5)
     pd.DataFrame({"timestamp": stamps, "candidate_return": 0.0}).to_csv(run_dir / "backtest.csv", index=False)
     return run_dir
+
+
+def spy_bars(n: int) -> pd.DataFrame:
+    """The first `n` bundled SPY bars as a served model takes them (timestamp column + OHLCV)."""
+    from trainer.data.loaders import bundled_path, load_ohlcv
+
+    return load_ohlcv(bundled_path("SPY")).iloc[:n][["open", "high", "low", "close", "volume"]].reset_index()
 
 
 def champion_of(symbol: str) -> int | None:
@@ -217,12 +225,14 @@ def test_promote_twice_is_noop_and_pyfunc_serves_champion(local_store, model_dir
     assert [r.action for r in records] == ["register", "challenger", "promote", "noop"]
     assert champion_history(records) == [reg.version]  # the replay ignores the noop
 
+    # The champion replays raw bars (tests/unit/test_served_model.py checks it against the backtest).
     model = mlflow.pyfunc.load_model(f"models:/{reg.model_name}@champion")
-    out = model.predict(np.zeros((3, OBS_SIZE), dtype=np.float32))
-    assert list(out.columns) == ["action", "option"] and len(out) == 3
-    assert np.all(np.abs(out["action"].to_numpy()) <= 1.0) and set(out["option"]) == {""}
-    with pytest.raises(Exception, match="shape"):
-        model.predict(np.zeros((2, OBS_SIZE + 1)))
+    out = model.predict(spy_bars(40))
+    assert list(out.columns) == ["timestamp", "exposure"] and len(out) == 40  # Phase A: exposure only
+    decided = out["exposure"].iloc[FIRST_DECISION:].to_numpy()
+    assert out["exposure"].iloc[:FIRST_DECISION].isna().all() and np.all(np.abs(decided) <= 1.0)
+    with pytest.raises(TrainerError, match="needs at least"):
+        model.predict(spy_bars(FIRST_DECISION))
 
 
 def test_must_beat_champion_and_older_data(local_store, model_dir, runs):
@@ -408,8 +418,8 @@ def test_remote_register_promote_rollback_and_race(remote_store, model_dir, runs
     move = promote("REMA", old.version, actor="t", reason="r", policy=Policy(must_beat_champion=False), algorithm="sac")
     assert move.action == "promote" and champion_of("REMA") == old.version
     assert isinstance(registry_client().get_registered_model(old.model_name).aliases[CHAMPION], (int, str))
-    out = mlflow.pyfunc.load_model(f"models:/{old.model_name}@champion").predict(np.zeros((2, OBS_SIZE)))
-    assert len(out) == 2
+    out = mlflow.pyfunc.load_model(f"models:/{old.model_name}@champion").predict(spy_bars(40))
+    assert len(out) == 40 and out["exposure"].iloc[FIRST_DECISION:].notna().all()
 
     promote("REMA", 2, actor="t", reason="r", policy=Policy(must_beat_champion=False), algorithm="sac")
     back = rollback("REMA", actor="t", reason="r", algorithm="sac")
