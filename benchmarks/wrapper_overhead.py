@@ -1,4 +1,4 @@
-"""What the options hierarchy costs: plain SB3 SAC vs HierarchicalSACWrapper, same env, network,
+"""What the options hierarchy costs: plain SB3 SAC vs HierarchicalSAC, same env, network,
 step count and thread setting, in one process, interleaved (A B A B) so machine load hits both.
 
     .venv/bin/python benchmarks/wrapper_overhead.py [--steps 3000] [--n-envs 4] [--repeats 2] [--threads 1]
@@ -17,7 +17,7 @@ import torch
 
 from trainer.config import load_config
 from trainer.envs.factory import load_market_data, make_vec_env
-from trainer.hierarchy.wrapper import HierarchicalSACWrapper, build_sac
+from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         plain = build_sac(plain_cfg, make_vec_env(data.features["train"], plain_cfg, args.n_envs, seed=repeat), seed=repeat)
         plain_rates.append(timed(lambda n: plain.learn(n), args.steps))
-        wrapper = HierarchicalSACWrapper(hier_cfg, make_vec_env(data.features["train"], hier_cfg, args.n_envs, seed=repeat), seed=repeat)
+        wrapper = HierarchicalSAC(hier_cfg, make_vec_env(data.features["train"], hier_cfg, args.n_envs, seed=repeat), seed=repeat)
         hier_rates.append(timed(lambda n: wrapper.learn(n), args.steps))
         print(f"repeat {repeat}: plain SAC {plain_rates[-1]:.1f} steps/s, hierarchical {hier_rates[-1]:.1f} steps/s")
 

@@ -78,11 +78,39 @@ class DataConfig(_Strict):
     )
     splits: SplitConfig = Field(default_factory=SplitConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    signals: str | None = Field(
+        None,
+        description=(
+            "CSV/Parquet path or s3://bucket/key of option signals: timestamp + sentiment and/or sl_confidence in "
+            "[0, 1] (trainer/data/signals.py). A value stamped t is used from bar t on, never earlier. None = no file."
+        ),
+    )
+    sentiment_source: Literal["auto", "column", "file", "derived", "neutral"] = Field(
+        "auto",
+        description=(
+            "Where `sentiment` comes from: auto = the signals file, else the data's column, else derived; column; "
+            "file; derived (a causal proxy, trainer/data/signals.py); neutral (environment.neutral_sentiment)."
+        ),
+    )
+    sl_confidence_source: Literal["auto", "column", "file", "derived", "neutral"] = Field(
+        "auto",
+        description=(
+            "Where `sl_confidence` comes from, as sentiment_source; derived = a next-bar direction classifier "
+            "fitted on the train split only (trainer/data/signals.py)."
+        ),
+    )
 
     @field_validator("symbol")
     @classmethod
     def _valid_symbol(cls, value: str) -> str:
         return validate_symbol(value)
+
+    @model_validator(mode="after")
+    def _file_needs_signals(self) -> "DataConfig":
+        for name in ("sentiment_source", "sl_confidence_source"):
+            if getattr(self, name) == "file" and not (self.signals or "").strip():
+                raise ValueError(f"{name} is 'file' but data.signals names no file")
+        return self
 
 
 class EnvironmentConfig(_Strict):
@@ -223,6 +251,31 @@ class OptionsConfig(_Strict):
     option_buffer_size: int = Field(80_000, ge=1)
     batch_size: int = Field(128, ge=2)
     gamma: float = Field(0.99, gt=0, le=1, description="Seed is silent; discount of rewards accumulated inside an option.")
+    policy_loss: Literal["clipped", "seed"] = Field(
+        "clipped",
+        description=(
+            "Controller policy loss. `clipped` (default): PPO-style clipped surrogate with the importance ratio "
+            "against the behaviour probability stored at selection; `seed`: the seed's -(log pi * A), kept to "
+            "reproduce its collapse (it has no importance ratio, so replayed samples with A < 0 push pi -> 0)."
+        ),
+    )
+    clip_range: float = Field(0.2, gt=0, lt=1, description="epsilon of the clipped surrogate (ratio kept in [1-eps, 1+eps]).")
+    behaviour_refresh_updates: int = Field(
+        384,
+        ge=1,
+        description=(
+            "Clipped loss: options are chosen by a snapshot of the controller (the behaviour policy) that is "
+            "refreshed every this many updates, PPO's rollout; the clip bounds each refresh's change to about clip_range."
+        ),
+    )
+    max_sample_age_updates: int = Field(
+        384,
+        ge=1,
+        description=(
+            "Clipped loss: train only on option transitions chosen at most this many controller updates ago "
+            "(falls back to the newest batch_size transitions when fewer are that recent)."
+        ),
+    )
     open_long: OpenLongConfig = Field(default_factory=OpenLongConfig)
     open_short: OpenShortConfig = Field(default_factory=OpenShortConfig)
     close_position: ClosePositionConfig = Field(default_factory=ClosePositionConfig)

@@ -73,6 +73,36 @@ def _full_run_dirs(state: Path, symbol: str, profile: str) -> list[Path]:
     return sorted(dirs, key=lambda p: (p / "summary.json").stat().st_mtime)
 
 
+def verdict_reached(state: Path, symbol: str, profile: str, since: float) -> bool:
+    """Did the quality gates judge a full run (pass or fail) at or after `since` (epoch seconds)?"""
+    runs = _full_run_dirs(state, symbol, profile)
+    gate_path = runs[-1] / "gate_full.json" if runs else None
+    return gate_path is not None and gate_path.exists() and gate_path.stat().st_mtime >= since
+
+
+def exit_code(dag_exit: int, reached_verdict: bool) -> int:
+    """0 when the pipeline reached a verdict, promoted or rejected: the DAG run fails on purpose when
+    the gates reject a model (quality_gates exits 1, so nothing is promoted), and that is a result,
+    not a breakage. 1 when it stopped before any verdict (a crash, a collapse abort, bad data)."""
+    return 0 if dag_exit == 0 or reached_verdict else 1
+
+
+def gate_table(results: list[dict]) -> str:
+    """The full-stage gates as plain aligned text: id, tier (* non-blocking), observed, threshold, status."""
+    rows = [("gate", "tier", "observed", "threshold", "status")]
+    for r in results:
+        observed = r.get("observed")
+        rows.append((
+            r["id"],
+            r["tier"] if r.get("blocking", True) else f"{r['tier']}*",
+            "-" if observed is None else f"{observed:.4g}",
+            f"{r['comparison']} {r['threshold_shown']}",
+            r["status"],
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
 def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> None:
     bin_dir = Path(sys.executable).parent
     print("\n==== result ====")
@@ -85,6 +115,7 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
         print(f"run directory: {run}")
         if gate_path.exists():
             gate = json.loads(gate_path.read_text())
+            print(gate_table(gate.get("results", [])))
             verdict = "PASSED" if gate.get("passed") else "FAILED"
             print(f"verdict (quality gates, full stage): {verdict}; tier reached: {gate.get('tier_reached')}")
             failed = gate.get("blocking_failed") or gate.get("failed")
@@ -142,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **demo_env(repo, state)}
     airflow = str(Path(sys.executable).parent / "airflow")
 
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     if _run([airflow, "db", "migrate"], env, quiet=True) != 0:
         print("error: `airflow db migrate` failed (run it by hand with the env above to see why)", file=sys.stderr)
         return 2
@@ -151,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print(f"\n`airflow dags test` finished with exit code {code} in {elapsed:.0f} s")
     summarise(state, symbol, args.profile, env)
-    return 0 if code == 0 else 1
+    result = exit_code(code, verdict_reached(state, symbol, args.profile, since=started_at))
+    if result:
+        print("error: the pipeline stopped before the quality gates reached a verdict (see the task logs above)",
+              file=sys.stderr)
+    return result
 
 
 if __name__ == "__main__":

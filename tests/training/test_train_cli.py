@@ -231,3 +231,20 @@ def test_seed_smoke_expectations_on_a_shorter_run(state):
     last = records[-1]
     assert last["options/num_updates"] > 0
     assert last["options/temperature"] == pytest.approx(max(0.1, 0.9995 ** last["options/num_updates"]), rel=1e-9)
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(state):
+    """Same seed, same machine, two processes: every metric, eval record and option window equal."""
+    outputs = []
+    for name in ("a", "b"):
+        out = state / name
+        trainer(*train_args(out, steps=600), "--set", "options.behaviour_refresh_updates=4",
+                "--set", "options.max_sample_age_updates=4")
+        summary = json.loads((out / "summary.json").read_text())
+        outputs.append((summary["metrics"], json.loads((out / "eval_history.json").read_text()),
+                        json.loads((out / "monitor_metrics.json").read_text())))
+    (metrics_a, evals_a, windows_a), (metrics_b, evals_b, windows_b) = outputs
+    assert metrics_a["train.option_updates"] > 8  # the behaviour policy was refreshed: the controller learned
+    assert metrics_a == metrics_b
+    assert evals_a == evals_b
+    assert windows_a == windows_b

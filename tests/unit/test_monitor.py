@@ -205,7 +205,7 @@ def test_real_hierarchical_sac_run_fills_monitor_windows():
     from trainer.data.features import compute_features
     from trainer.data.loaders import bundled_path, load_ohlcv
     from trainer.envs.trading_env import TradingEnv
-    from trainer.hierarchy.wrapper import HierarchicalSACWrapper
+    from trainer.hierarchy.hierarchical_sac import HierarchicalSAC
 
     config = load_config(
         B1,
@@ -228,7 +228,7 @@ def test_real_hierarchical_sac_run_fills_monitor_windows():
     )
     features = compute_features(load_ohlcv(bundled_path("SPY")).iloc[:300])
     venv = DummyVecEnv([lambda: TradingEnv(features, config.environment) for _ in range(2)])
-    wrapper = HierarchicalSACWrapper(config, venv, seed=0)
+    wrapper = HierarchicalSAC(config, venv, seed=0)
     wrapper.learn(200)
 
     records = wrapper.monitor.records

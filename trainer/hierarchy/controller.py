@@ -7,6 +7,7 @@ written to be read top to bottom against the seed's Fixes 3-5.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from torch import nn
 
 from trainer.config import OptionsConfig
 from trainer.errors import NonFiniteError
-from trainer.hierarchy.option_buffer import OptionBatch
+from trainer.hierarchy.option_buffer import OptionBatch, OptionReplayBuffer
 
 
 class OptionsController(nn.Module):
@@ -59,14 +60,19 @@ class ControllerStats:
     advantage_mean: float  # before normalisation
     advantage_std: float  # before normalisation
     temperature: float  # after this update's annealing step
+    clip_fraction: float = 0.0  # clipped loss: share of samples whose ratio left [1-eps, 1+eps]
+    approx_kl: float = 0.0  # clipped loss: mean (rho - 1) - log rho, an estimate of KL(mu || pi)
+    sample_age: float = 0.0  # mean controller updates between a sample's selection and this update
 
 
 class OptionsLearner:
     """Controller + optimizer + temperature schedule.
 
-    :param cfg: the `options:` section (hidden_dim, dropout, options_lr, grad_clip, temperature, ...)
+    :param cfg: the `options:` section (hidden_dim, dropout, options_lr, grad_clip, temperature,
+        policy_loss, clip_range, max_sample_age_updates, ...)
     :param device: torch device for the controller
-    :param seed: seeds the option sampler
+    :param seed: seeds the controller's weights, the option sampler and the batch sampler
+        (two separate streams, so how many batches were drawn never changes which options are chosen)
     """
 
     def __init__(self, cfg: OptionsConfig, device: str | torch.device = "cpu", seed: int = 0):
@@ -74,52 +80,89 @@ class OptionsLearner:
             raise ValueError("use_amp must be false: the controller is float32 only")
         self.cfg = cfg
         self.device = torch.device(device)
-        self.controller = OptionsController(cfg.state_dim, cfg.num_options, cfg.hidden_dim, cfg.dropout).to(
-            self.device, dtype=torch.float32
-        )
+        # Seeded here, not by whoever touched torch's global RNG last: the controller is built
+        # before SB3 seeds torch, so its initial weights were the runs' unseeded difference.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.controller = OptionsController(cfg.state_dim, cfg.num_options, cfg.hidden_dim, cfg.dropout).to(
+                self.device, dtype=torch.float32
+            )
+        # The behaviour policy: the network that chooses options. Under the clipped loss it is a
+        # snapshot refreshed every behaviour_refresh_updates updates; under the seed's, the controller itself.
+        self.behaviour = copy.deepcopy(self.controller).eval() if cfg.policy_loss == "clipped" else self.controller
         self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.options_lr)
         self.current_temperature = cfg.temperature
         self.num_updates = 0
         self.last_stats: ControllerStats | None = None
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(seed)  # option choice
+        self.sample_rng = np.random.default_rng([seed, 1])  # batch sampling
+
+    @property
+    def effective_temperature(self) -> float:
+        return max(self.current_temperature, self.cfg.min_temperature)
 
     # ---------------------------------------------------------------- choosing options
 
     @torch.no_grad()
+    def choose(self, states: np.ndarray, masks: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """One option per row of `states` among the available ones (`masks`), with its behaviour
+        log-probability log mu(o|s,m) under the temperature-scaled, masked policy that chose it.
+
+        Training samples from the behaviour snapshot; `deterministic` (evaluation, serving) takes
+        the argmax of the current controller, the network that was trained and is saved.
+        """
+        network = self.controller if deterministic else self.behaviour
+        network.eval()
+        logits, _ = network(torch.as_tensor(states, dtype=torch.float32, device=self.device))
+        mask = torch.as_tensor(masks, dtype=torch.bool, device=self.device)
+        log_probs = masked_log_softmax(logits / self.effective_temperature, mask).cpu().numpy().astype(np.float64)
+        if deterministic:
+            chosen = log_probs.argmax(axis=1)
+        else:
+            cdf = np.cumsum(np.exp(log_probs), axis=1)
+            u = self.rng.random(len(cdf)) * cdf[:, -1]
+            # the first option whose cumulative probability exceeds u: a masked option adds 0 to the
+            # sum, so it is never the first to exceed it
+            chosen = np.minimum((cdf <= u[:, None]).sum(axis=1), cdf.shape[1] - 1)
+        chosen = chosen.astype(np.int64)
+        return chosen, log_probs[np.arange(len(chosen)), chosen].astype(np.float32)
+
     def select_options(self, states: np.ndarray, masks: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """One option index per row of `states`, among the available ones (`masks`)."""
-        self.controller.eval()
-        logits, _ = self.controller(torch.as_tensor(states, dtype=torch.float32, device=self.device))
-        scaled = logits / max(self.current_temperature, self.cfg.min_temperature)
-        mask = torch.as_tensor(masks, dtype=torch.bool, device=self.device)
-        log_probs = masked_log_softmax(scaled, mask)
-        if deterministic:
-            return log_probs.argmax(dim=-1).cpu().numpy()
-        probs = log_probs.exp().cpu().numpy().astype(np.float64)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return np.array([self.rng.choice(len(row), p=row) for row in probs], dtype=np.int64)
+        return self.choose(states, masks, deterministic)[0]
+
+    def sample_batch(self, buffer: OptionReplayBuffer) -> OptionBatch:
+        """The batch the configured loss trains on: recent choices for `clipped`, the whole buffer for `seed`."""
+        if self.cfg.policy_loss == "seed":
+            return buffer.sample(self.cfg.batch_size, self.sample_rng)
+        return buffer.sample_recent(self.cfg.batch_size, self.sample_rng, self.num_updates, self.cfg.max_sample_age_updates)
 
     # ---------------------------------------------------------------- learning
 
     def train_options_controller(self, batch: OptionBatch) -> ControllerStats:
         """One gradient step on a batch of option transitions (seed Fixes 3, 4 and 5)."""
-        self.controller.train()
-        states = torch.as_tensor(batch.states, device=self.device)
-        next_states = torch.as_tensor(batch.next_states, device=self.device)
-        options = torch.as_tensor(batch.options, device=self.device)
-        masks = torch.as_tensor(batch.masks, device=self.device)
-        rewards = torch.as_tensor(batch.rewards, device=self.device)
-        durations = torch.as_tensor(batch.durations, device=self.device, dtype=torch.float32)
-        dones = torch.as_tensor(batch.dones, device=self.device, dtype=torch.float32)
+        clipped = self.cfg.policy_loss == "clipped"
+        if clipped and batch.behaviour_log_probs is None:
+            raise ValueError("the clipped policy loss needs behaviour_log_probs and temperatures in the batch")
+        t = self._tensors(batch)
 
         # --- algorithm core -------------------------------------------------------------
         # SMDP option return: the discounted reward collected inside the option, bootstrapped
         # with the value of the state where it ended (gamma ** duration), unless the episode ended.
+        # Targets come from the noise-free network (eval mode: no dropout), the one that acts.
         with torch.no_grad():
-            _, next_values = self.controller(next_states)
-            option_returns = rewards + (self.cfg.gamma**durations) * (1.0 - dones) * next_values
+            self.controller.eval()
+            _, next_values = self.controller(t["next_states"])
+            option_returns = t["rewards"] + (self.cfg.gamma ** t["durations"]) * (1.0 - t["dones"]) * next_values
 
-        option_logits, predicted_values = self.controller(states)
+        # The value head regresses with dropout (train mode). The seed's loss takes its logits from
+        # the same pass; the clipped loss takes them from the noise-free pass, so its ratio compares
+        # the policy that acts now with the one that acted, and nothing else.
+        self.controller.train()
+        option_logits, predicted_values = self.controller(t["states"])
+        if clipped:
+            self.controller.eval()
+            option_logits, _ = self.controller(t["states"])
 
         # Fix 3: advantages against the value baseline, normalised to mean 0 / std 1.
         advantages = option_returns - predicted_values.detach()
@@ -128,16 +171,35 @@ class OptionsLearner:
             advantages = (advantages - advantages.mean()) / (advantages.std() + self.cfg.advantage_epsilon)
 
         # Fix 5: temperature-scaled logits; unavailable options were never choosable.
-        scaled_logits = option_logits / max(self.current_temperature, self.cfg.min_temperature)
-        log_probs = masked_log_softmax(scaled_logits, masks)
-        selected_log_probs = log_probs.gather(1, options.unsqueeze(1)).squeeze(1)
-        policy_loss = -(selected_log_probs * advantages).mean()
+        scaled_logits = option_logits / self.effective_temperature
+        log_probs = masked_log_softmax(scaled_logits, t["masks"])
+        options = t["options"].unsqueeze(1)
+        extra = {}
+        if clipped:
+            # Clipped surrogate (PPO): rho = pi_theta(o|s,m) / mu(o|s,m). pi is taken at the temperature
+            # that chose the sample, so rho measures how far the network moved since, not how far the
+            # annealing schedule moved (the schedule is not the network's doing; Fix 5 stays as it is).
+            log_pi_at_selection = masked_log_softmax(option_logits / t["temperatures"].unsqueeze(1), t["masks"])
+            ratio = torch.exp(log_pi_at_selection.gather(1, options).squeeze(1) - t["behaviour_log_probs"])
+            eps = self.cfg.clip_range
+            surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages)
+            policy_loss = -surrogate.mean()
+            with torch.no_grad():
+                extra = {
+                    "clip_fraction": ((ratio - 1.0).abs() > eps).float().mean().item(),
+                    "approx_kl": ((ratio - 1.0) - torch.log(ratio)).mean().item(),
+                    "sample_age": float(self.num_updates - batch.selected_at.mean()) if batch.selected_at is not None else 0.0,
+                }
+        else:
+            # The seed's loss, kept for reproduction: no importance ratio, so a replayed sample with
+            # A < 0 keeps pushing its option's probability down however small it already is.
+            policy_loss = -(log_probs.gather(1, options).squeeze(1) * advantages).mean()
 
         value_loss = nn.functional.mse_loss(predicted_values, option_returns)
 
         # Fix 4: entropy bonus keeps all options in play (masked entries contribute 0, not NaN).
-        probs = torch.softmax(scaled_logits.masked_fill(~masks, float("-inf")), dim=-1)
-        entropy = -(probs * log_probs.masked_fill(~masks, 0.0)).sum(dim=-1).mean()
+        probs = torch.softmax(scaled_logits.masked_fill(~t["masks"], float("-inf")), dim=-1)
+        entropy = -(probs * log_probs.masked_fill(~t["masks"], 0.0)).sum(dim=-1).mean()
         entropy_bonus_loss = -self.cfg.entropy_bonus * entropy
 
         total_loss = policy_loss + self.cfg.value_loss_weight * value_loss + entropy_bonus_loss
@@ -156,6 +218,9 @@ class OptionsLearner:
         # --- end of algorithm core -------------------------------------------------------
 
         self.num_updates += 1
+        self.controller.eval()
+        if self.behaviour is not self.controller and self.num_updates % self.cfg.behaviour_refresh_updates == 0:
+            self.behaviour.load_state_dict(self.controller.state_dict())
         self.last_stats = ControllerStats(
             policy_loss=policy_loss.item(),
             value_loss=value_loss.item(),
@@ -164,23 +229,47 @@ class OptionsLearner:
             advantage_mean=raw_mean,
             advantage_std=raw_std,
             temperature=self.current_temperature,
+            **extra,
         )
         return self.last_stats
+
+    def _tensors(self, batch: OptionBatch) -> dict[str, torch.Tensor]:
+        def tensor(values, dtype=None):
+            return torch.as_tensor(values, device=self.device, dtype=dtype)
+
+        out = {
+            "states": tensor(batch.states),
+            "next_states": tensor(batch.next_states),
+            "options": tensor(batch.options),
+            "masks": tensor(batch.masks),
+            "rewards": tensor(batch.rewards),
+            "durations": tensor(batch.durations, torch.float32),
+            "dones": tensor(batch.dones, torch.float32),
+        }
+        if batch.behaviour_log_probs is not None:
+            out["behaviour_log_probs"] = tensor(batch.behaviour_log_probs, torch.float32)
+            out["temperatures"] = tensor(batch.temperatures, torch.float32)
+        return out
 
     # ---------------------------------------------------------------- persistence
 
     def state_dict(self) -> dict:
         return {
             "controller": self.controller.state_dict(),
+            "behaviour": self.behaviour.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "current_temperature": self.current_temperature,
             "num_updates": self.num_updates,
             "rng": self.rng.bit_generator.state,
+            "sample_rng": self.sample_rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.controller.load_state_dict(state["controller"])
+        self.behaviour.load_state_dict(state.get("behaviour", state["controller"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.current_temperature = float(state["current_temperature"])
         self.num_updates = int(state["num_updates"])
         self.rng.bit_generator.state = state["rng"]
+        if "sample_rng" in state:  # absent from checkpoints written before the streams were split
+            self.sample_rng.bit_generator.state = state["sample_rng"]

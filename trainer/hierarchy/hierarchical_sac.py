@@ -1,9 +1,13 @@
-"""HierarchicalSACWrapper: SB3 SAC as the low-level policy under the options controller.
+"""HierarchicalSAC: SB3 SAC as the low-level policy under the options controller, as one class.
 
-Built only on SB3's public API: the SAC model trains on an OptionVecEnv (a VecEnvWrapper), the
-controller trains from an SB3 callback, and both are saved side by side. Nothing in SB3 is
-forked or patched. `build_sac` is shared with the Phase A baseline, so both use the same network,
-hyperparameters and thread settings.
+It owns the whole hierarchy in Stable-Baselines3's shape: `_setup_model()` builds the controller
+(OptionsLearner), its option replay buffer, the options layer over the envs (OptionVecEnv), SB3's
+SAC on top of it, and the two callbacks; `learn()` is the public loop (SB3's, with the callbacks);
+`train()` is one controller update. Persistence goes through `state_dict()` / `load_state_dict()`
+(JSON-able counters) plus `save_controller` / `load_controller` and the option buffer's files, so
+no caller reaches into a callback's fields. Nothing in SB3 is forked or patched: the SAC model
+trains on the OptionVecEnv, a public VecEnvWrapper. `build_sac` is shared with the Phase A
+baseline, so both use the same network, hyperparameters and thread settings.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from trainer.config import TrainerConfig
 from trainer.envs.layout import ObservationLayout
-from trainer.hierarchy.controller import OptionsLearner
+from trainer.hierarchy.controller import ControllerStats, OptionsLearner
 from trainer.hierarchy.monitor import OptionsMonitorCallback, OptionsTrainingCallback
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from trainer.hierarchy.option_env import OptionVecEnv
@@ -52,28 +56,56 @@ def build_sac(config: TrainerConfig, env: VecEnv, seed: int) -> SAC:
     )
 
 
-class HierarchicalSACWrapper:
-    """:param config: a hierarchical_sac TrainerConfig; :param venv: the trading envs
-    :param seed: seeds SAC, the controller's option sampler and option terminations"""
+class HierarchicalSAC:
+    """:param config: a hierarchical_sac TrainerConfig
+    :param venv: the trading envs
+    :param seed: seeds SAC, the controller (weights, option choice, batch sampling) and option terminations
+    """
 
     def __init__(self, config: TrainerConfig, venv: VecEnv, seed: int):
         self.config = config
-        cfg = config.options
-        device = resolve_device(config.training.device)
-        self.layout = ObservationLayout(config.environment.window_size)
-        self.learner = OptionsLearner(cfg, device=device, seed=seed)
-        self.option_buffer = OptionReplayBuffer(cfg.option_buffer_size, cfg.state_dim, cfg.num_options)
-        self.option_env = OptionVecEnv(venv, self.learner, cfg, self.layout, self.option_buffer, seed=seed)
-        self.model = build_sac(config, self.option_env, seed)
-        self.monitor = OptionsMonitorCallback(self.option_env, self.learner, cfg)
-        self.controller_training = OptionsTrainingCallback(self.learner, self.option_buffer, cfg)
+        self.venv = venv
+        self.seed = seed
+        self._setup_model()
 
-    def learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True):
+    def _setup_model(self) -> None:
+        cfg = self.config.options
+        device = resolve_device(self.config.training.device)
+        self.layout = ObservationLayout(self.config.environment.window_size)
+        self.learner = OptionsLearner(cfg, device=device, seed=self.seed)
+        self.option_buffer = OptionReplayBuffer(cfg.option_buffer_size, cfg.state_dim, cfg.num_options)
+        self.option_env = OptionVecEnv(self.venv, self.learner, cfg, self.layout, self.option_buffer, seed=self.seed)
+        self.model = build_sac(self.config, self.option_env, self.seed)
+        self.monitor = OptionsMonitorCallback(self.option_env, self.learner, cfg)
+        self.controller_training = OptionsTrainingCallback(self)
+
+    def learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True) -> "HierarchicalSAC":
         callbacks = [self.controller_training, self.monitor] + ([callback] if callback else [])
         self.model.learn(total_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=reset_num_timesteps)
         return self
 
+    def train(self) -> ControllerStats | None:
+        """One controller update on a batch of option transitions; None until the buffer holds a batch."""
+        if len(self.option_buffer) < self.config.options.batch_size:
+            return None
+        return self.learner.train_options_controller(self.learner.sample_batch(self.option_buffer))
+
     # ---------------------------------------------------------------- persistence
+
+    def state_dict(self) -> dict:
+        """The JSON-able part of a checkpoint: monitor counters, run totals of option usage and the
+        termination-rule counts."""
+        return {
+            "monitor": self.monitor.state_dict(),
+            "totals": self.option_env.totals.state_dict(),
+            "terminations": self.option_env.terminations,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.monitor.load_state_dict(state["monitor"])
+        self.option_env.totals.load_state_dict(state["totals"])
+        for option, counts in state["terminations"].items():
+            self.option_env.terminations[option].update(counts)
 
     def save_controller(self, path: Path) -> None:
         torch.save(self.learner.state_dict(), path)

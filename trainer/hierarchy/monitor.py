@@ -77,12 +77,14 @@ class OptionsMonitorCallback(BaseCallback):
             record[f"options/usage_pct/{name}"] = float(usage[idx])
             record[f"options/avg_duration/{name}"] = None if np.isnan(durations[idx]) else float(durations[idx])
             record[f"options/selections/{name}"] = int(usage_counter.selections[idx])
+            record[f"options/completions/{name}"] = sum(1 for option, _ in usage_counter.durations if option == idx)
         record["options/num_used_options"] = num_used
         record["options/max_usage_pct"] = max_usage
         record["options/temperature"] = self.learner.current_temperature
         record["options/num_updates"] = self.learner.num_updates
         stats = self.learner.last_stats
-        for key in ("entropy", "grad_norm", "policy_loss", "value_loss", "advantage_mean", "advantage_std"):
+        for key in ("entropy", "grad_norm", "policy_loss", "value_loss", "advantage_mean", "advantage_std",
+                    "clip_fraction", "approx_kl", "sample_age"):
             record[f"options/{key}"] = getattr(stats, key) if stats else None
 
         record["collapse_warning"] = max_usage > self.cfg.monitor.collapse_threshold
@@ -119,6 +121,23 @@ class OptionsMonitorCallback(BaseCallback):
         usage_counter.reset()
         return record
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs to continue the windows and the collapse count (JSON-able)."""
+        return {
+            "records": self.records,
+            "collapse_warnings": self.collapse_warnings,
+            "short_duration_warnings": self.short_duration_warnings,
+            "consecutive_collapsed": self.consecutive_collapsed,
+            "window_start": self._window_start,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.records = list(state["records"])
+        self.collapse_warnings = int(state["collapse_warnings"])
+        self.short_duration_warnings = int(state["short_duration_warnings"])
+        self.consecutive_collapsed = int(state["consecutive_collapsed"])
+        self._window_start = int(state["window_start"])
+
     def _should_abort(self, record: dict) -> bool:
         monitor = self.cfg.monitor
         if self.num_timesteps < self.cfg.warmup_steps:
@@ -138,18 +157,15 @@ class OptionsMonitorCallback(BaseCallback):
 
 class OptionsTrainingCallback(BaseCallback):
     """Trains the controller: after warmup_steps env steps, every train_freq vectorised steps,
-    one update on a batch of batch_size option transitions."""
+    one update (HierarchicalSAC.train) on a batch of batch_size option transitions."""
 
-    def __init__(self, learner: OptionsLearner, buffer, cfg: OptionsConfig):
+    def __init__(self, hierarchy):
         super().__init__()
-        self.learner = learner
-        self.buffer = buffer
-        self.cfg = cfg
+        self.hierarchy = hierarchy
+        self.cfg = hierarchy.config.options
 
     def _on_step(self) -> bool:
         if self.num_timesteps < self.cfg.warmup_steps or self.n_calls % self.cfg.train_freq:
             return True
-        if len(self.buffer) < self.cfg.batch_size:
-            return True
-        self.learner.train_options_controller(self.buffer.sample(self.cfg.batch_size, self.learner.rng))
+        self.hierarchy.train()
         return True

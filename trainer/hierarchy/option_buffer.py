@@ -1,4 +1,10 @@
-"""Replay buffer of SMDP option transitions (a ring of option_buffer_size entries)."""
+"""Replay buffer of SMDP option transitions (a ring of option_buffer_size entries).
+
+Besides the SMDP transition itself, every entry keeps how it was chosen: the behaviour
+log-probability `log mu(o|s,m)` under the temperature-scaled, masked policy that picked it, that
+temperature, and the controller update index at selection. The clipped loss needs the first two
+for its importance ratio, and `sample_recent` uses the index to train on recent choices only.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ class OptionBatch:
     durations: np.ndarray  # (b,) int64: steps the option ran
     next_states: np.ndarray  # (b, state_dim) float32: where it ended
     dones: np.ndarray  # (b,) bool: the episode terminated inside the option
+    behaviour_log_probs: np.ndarray | None = None  # (b,) float32: log mu(o|s,m) at selection
+    temperatures: np.ndarray | None = None  # (b,) float32: controller temperature at selection
+    selected_at: np.ndarray | None = None  # (b,) int64: controller update index at selection
 
 
 class OptionReplayBuffer:
@@ -29,13 +38,28 @@ class OptionReplayBuffer:
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.durations = np.zeros(capacity, dtype=np.int64)
         self.dones = np.zeros(capacity, dtype=bool)
+        self.behaviour_log_probs = np.zeros(capacity, dtype=np.float32)
+        self.temperatures = np.ones(capacity, dtype=np.float32)
+        self.selected_at = np.zeros(capacity, dtype=np.int64)
         self.pos = 0
         self.full = False
 
     def __len__(self) -> int:
         return self.capacity if self.full else self.pos
 
-    def add(self, state, option: int, mask, reward: float, duration: int, next_state, done: bool) -> None:
+    def add(
+        self,
+        state,
+        option: int,
+        mask,
+        reward: float,
+        duration: int,
+        next_state,
+        done: bool,
+        behaviour_log_prob: float = 0.0,
+        temperature: float = 1.0,
+        selected_at: int = 0,
+    ) -> None:
         i = self.pos
         self.states[i] = state
         self.options[i] = option
@@ -44,22 +68,35 @@ class OptionReplayBuffer:
         self.durations[i] = duration
         self.next_states[i] = next_state
         self.dones[i] = done
+        self.behaviour_log_probs[i] = behaviour_log_prob
+        self.temperatures[i] = temperature
+        self.selected_at[i] = selected_at
         self.pos = (self.pos + 1) % self.capacity
         self.full = self.full or self.pos == 0
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> OptionBatch:
-        idx = rng.integers(0, len(self), size=batch_size)
-        return OptionBatch(
-            states=self.states[idx],
-            options=self.options[idx],
-            masks=self.masks[idx],
-            rewards=self.rewards[idx],
-            durations=self.durations[idx],
-            next_states=self.next_states[idx],
-            dones=self.dones[idx],
-        )
+        """Uniform over the whole buffer (the seed's sampling)."""
+        return self._batch(rng.integers(0, len(self), size=batch_size))
 
-    _ARRAYS = ("states", "next_states", "options", "masks", "rewards", "durations", "dones")
+    def sample_recent(self, batch_size: int, rng: np.random.Generator, current_update: int, max_age: int) -> OptionBatch:
+        """Uniform over the transitions chosen at most `max_age` updates before `current_update`.
+
+        When fewer than batch_size are that recent (small n_envs, long options), it draws from the
+        newest batch_size transitions instead, so a batch never repeats a handful of samples.
+        """
+        n = len(self)
+        recent = np.flatnonzero(self.selected_at[:n] >= current_update - max_age)
+        if len(recent) < batch_size:
+            recent = (self.pos - 1 - np.arange(min(batch_size, n))) % self.capacity
+        return self._batch(recent[rng.integers(0, len(recent), size=batch_size)])
+
+    def _batch(self, idx: np.ndarray) -> OptionBatch:
+        return OptionBatch(**{key: getattr(self, key)[idx] for key in self._ARRAYS})
+
+    _ARRAYS = (
+        "states", "next_states", "options", "masks", "rewards", "durations", "dones",
+        "behaviour_log_probs", "temperatures", "selected_at",
+    )
 
     def save(self, path: Path) -> None:
         n = len(self)
@@ -69,5 +106,6 @@ class OptionReplayBuffer:
         with np.load(path) as data:
             n = len(data["options"])
             for key in self._ARRAYS:
-                getattr(self, key)[:n] = data[key]
+                if key in data:  # checkpoints written before the behaviour fields existed lack them
+                    getattr(self, key)[:n] = data[key]
             self.pos, self.full = int(data["pos"]), bool(data["full"])

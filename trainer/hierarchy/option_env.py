@@ -42,6 +42,9 @@ class OptionEnvState:
     start_state: np.ndarray | None = None
     start_mask: np.ndarray | None = None
     memory: dict = field(default_factory=dict)
+    behaviour_log_prob: float = 0.0  # log mu(o|s,m) of the active option when it was chosen
+    selection_temperature: float = 1.0  # the controller temperature that chose it
+    selected_at: int = 0  # the controller update index when it was chosen
 
 
 @dataclass
@@ -60,6 +63,18 @@ class OptionUsage:
         self.steps = np.zeros(self.num_options, dtype=np.int64)
         self.selections = np.zeros(self.num_options, dtype=np.int64)
         self.durations = []
+
+    def state_dict(self) -> dict:
+        return {
+            "steps": self.steps.tolist(),
+            "selections": self.selections.tolist(),
+            "durations": [[int(o), int(d)] for o, d in self.durations],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps[:] = state["steps"]
+        self.selections[:] = state["selections"]
+        self.durations = [tuple(d) for d in state["durations"]]
 
 
 class OptionVecEnv(VecEnvWrapper):
@@ -98,6 +113,8 @@ class OptionVecEnv(VecEnvWrapper):
         self.env_states = [OptionEnvState(dict(scales), dict(durations)) for _ in range(self.num_envs)]
         self.window = OptionUsage(n_options)
         self.totals = OptionUsage(n_options)
+        # {option: {rule: count}} of the options ended by their termination rules (not by the episode end)
+        self.terminations = {o.name: dict.fromkeys(o.rules, 0) for o in self.options}
         self._last_obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
 
@@ -159,12 +176,15 @@ class OptionVecEnv(VecEnvWrapper):
         if state.option_step_count < min_duration:
             return False  # seed Fix 2: forced continuation, whatever the option says
         market = self.layout.market_state(obs[env_idx])
-        term_prob = self.options[state.active_option].termination_probability(
-            state.option_step_count, market, state.memory
-        )
+        option = self.options[state.active_option]
+        term_prob, rule = option.termination(state.option_step_count, market, state.memory)
         if self.deterministic:
-            return term_prob >= 0.5
-        return bool(self.rng.random() < term_prob)
+            ends = term_prob >= 0.5
+        else:
+            ends = bool(self.rng.random() < term_prob)
+        if ends:
+            self.terminations[option.name][rule] += 1  # which Part 2 rule ended it (run totals)
+        return ends
 
     def _end_option(self, env_idx: int, next_obs: np.ndarray, episode_done: bool, cut_by_episode: bool = False) -> None:
         state = self.env_states[env_idx]
@@ -182,14 +202,21 @@ class OptionVecEnv(VecEnvWrapper):
                 state.option_step_count,
                 np.asarray(next_obs, dtype=np.float32),
                 episode_done,
+                behaviour_log_prob=state.behaviour_log_prob,
+                temperature=state.selection_temperature,
+                selected_at=state.selected_at,
             )
 
     def _start_option(self, env_idx: int, obs: np.ndarray) -> None:
         market = self.layout.market_state(obs[env_idx])
         mask = availability_mask(self.options, market)[0]
-        option = int(self.learner.select_options(obs[env_idx : env_idx + 1], mask[None], self.deterministic)[0])
+        chosen, log_probs = self.learner.choose(obs[env_idx : env_idx + 1], mask[None], self.deterministic)
+        option = int(chosen[0])
         state = self.env_states[env_idx]
         state.active_option = option
+        state.behaviour_log_prob = float(log_probs[0])
+        state.selection_temperature = self.learner.effective_temperature
+        state.selected_at = self.learner.num_updates
         state.option_step_count = 0
         state.accumulated_reward = 0.0
         state.start_state = np.array(obs[env_idx], dtype=np.float32)

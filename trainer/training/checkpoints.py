@@ -80,11 +80,11 @@ def write_checkpoint(root: Path, steps: int, session, state: dict, keep_last: in
     session.sac.save(partial / "sac.zip", exclude=["replay_buffer"])
     if save_replay_buffer:
         save_replay(session.sac.replay_buffer, partial / "replay_buffer.npz")
-    wrapper = session.wrapper
-    if wrapper is not None:
-        wrapper.save_controller(partial / "controller.pt")
-        wrapper.option_buffer.save(partial / "option_buffer.npz")
-    torch.save(rng_state(wrapper.option_env.rng if wrapper else None), partial / "rng.pt")
+    hierarchy = session.hierarchy
+    if hierarchy is not None:
+        hierarchy.save_controller(partial / "controller.pt")
+        hierarchy.option_buffer.save(partial / "option_buffer.npz")
+    torch.save(rng_state(hierarchy.option_env.rng if hierarchy else None), partial / "rng.pt")
     write_json_atomic(partial / "state.json", {**state, "num_timesteps": steps})
     (partial / COMPLETE).write_text("ok\n")
     if final.exists():

@@ -25,7 +25,7 @@ from trainer.envs.factory import MarketData, check_observation, make_vec_env
 from trainer.errors import NonFiniteError
 from trainer.evaluation.metrics import backtest_metrics, option_usage, option_usage_metrics
 from trainer.hierarchy.monitor import COLLAPSE_STATUS, average_durations
-from trainer.hierarchy.wrapper import HierarchicalSACWrapper, build_sac
+from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 from trainer.io import write_json_atomic, write_text_atomic
 from trainer.training import checkpoints
 
@@ -42,7 +42,6 @@ class RunState:
     best_eval_sharpe: float = -math.inf
     mlflow_run_id: str | None = None
     wall_seconds: float = 0.0
-    monitor: dict = field(default_factory=dict)
 
 
 class TrainingSession:
@@ -60,10 +59,10 @@ class TrainingSession:
         training = config.training
         self.train_env = make_vec_env(data.features["train"], config, training.n_envs, seed)
         if config.hierarchical:
-            self.wrapper: HierarchicalSACWrapper | None = HierarchicalSACWrapper(config, self.train_env, seed)
-            self.sac = self.wrapper.model
+            self.hierarchy: HierarchicalSAC | None = HierarchicalSAC(config, self.train_env, seed)
+            self.sac = self.hierarchy.model
         else:
-            self.wrapper = None
+            self.hierarchy = None
             self.sac = build_sac(config, self.train_env, seed)
         self.preempted = False
         self.aborted_reason: str | None = None
@@ -71,7 +70,17 @@ class TrainingSession:
 
     @property
     def agent(self) -> Agent:
-        return Agent(self.config, self.sac, self.wrapper.learner if self.wrapper else None)
+        """The agent as evaluated and saved: with the run's fitted signal model (so a served model
+        computes the same signals) and the last bars of the data as its serving input example."""
+        from trainer.agent import example_bars
+
+        return Agent(
+            self.config,
+            self.sac,
+            self.hierarchy.learner if self.hierarchy else None,
+            signals=self.data.signals,
+            example_bars=example_bars(self.data, self.config.environment.window_size),
+        )
 
     @property
     def checkpoint_root(self) -> Path:
@@ -83,18 +92,18 @@ class TrainingSession:
         """Load a complete checkpoint into this freshly built session."""
         from stable_baselines3 import SAC
 
-        env = self.wrapper.option_env if self.wrapper else self.train_env
+        env = self.hierarchy.option_env if self.hierarchy else self.train_env
         self.sac = SAC.load(checkpoint / "sac.zip", env=env, device=self.sac.device)
         if (checkpoint / "replay_buffer.npz").exists():
             checkpoints.load_replay(self.sac.replay_buffer, checkpoint / "replay_buffer.npz")
-        if self.wrapper:
-            self.wrapper.model = self.sac
-            self.wrapper.load_controller(checkpoint / "controller.pt")
-            self.wrapper.option_buffer.load(checkpoint / "option_buffer.npz")
+        if self.hierarchy:
+            self.hierarchy.model = self.sac
+            self.hierarchy.load_controller(checkpoint / "controller.pt")
+            self.hierarchy.option_buffer.load(checkpoint / "option_buffer.npz")
         import torch
 
         checkpoints.restore_rng_state(
-            torch.load(checkpoint / "rng.pt", weights_only=False), self.wrapper.option_env.rng if self.wrapper else None
+            torch.load(checkpoint / "rng.pt", weights_only=False), self.hierarchy.option_env.rng if self.hierarchy else None
         )
         saved = checkpoints.read_state(checkpoint)
         self.state = RunState(
@@ -102,19 +111,9 @@ class TrainingSession:
             best_eval_sharpe=saved["best_eval_sharpe"] if saved["best_eval_sharpe"] is not None else -math.inf,
             mlflow_run_id=saved["mlflow_run_id"],
             wall_seconds=saved["wall_seconds"],
-            monitor=saved["monitor"],
         )
-        if self.wrapper:
-            monitor = self.wrapper.monitor
-            monitor.records = saved["monitor"]["records"]
-            monitor.collapse_warnings = saved["monitor"]["collapse_warnings"]
-            monitor.short_duration_warnings = saved["monitor"]["short_duration_warnings"]
-            monitor.consecutive_collapsed = saved["monitor"]["consecutive_collapsed"]
-            monitor._window_start = saved["num_timesteps"]
-            totals = self.wrapper.option_env.totals
-            totals.steps[:] = saved["monitor"]["total_steps"]
-            totals.selections[:] = saved["monitor"]["total_selections"]
-            totals.durations = [tuple(d) for d in saved["monitor"]["total_durations"]]
+        if self.hierarchy:
+            self.hierarchy.load_state_dict(saved["hierarchy"])
         LOGGER.info("resumed from %s at step %d", checkpoint, self.sac.num_timesteps)
 
     def checkpoint_state(self) -> dict:
@@ -123,19 +122,8 @@ class TrainingSession:
             "best_eval_sharpe": None if math.isinf(self.state.best_eval_sharpe) else self.state.best_eval_sharpe,
             "mlflow_run_id": self.state.mlflow_run_id,
             "wall_seconds": self.state.wall_seconds,
-            "monitor": {},
+            "hierarchy": self.hierarchy.state_dict() if self.hierarchy else None,
         }
-        if self.wrapper:
-            monitor, totals = self.wrapper.monitor, self.wrapper.option_env.totals
-            state["monitor"] = {
-                "records": monitor.records,
-                "collapse_warnings": monitor.collapse_warnings,
-                "short_duration_warnings": monitor.short_duration_warnings,
-                "consecutive_collapsed": monitor.consecutive_collapsed,
-                "total_steps": totals.steps.tolist(),
-                "total_selections": totals.selections.tolist(),
-                "total_durations": [list(map(int, d)) for d in totals.durations],
-            }
         return state
 
     # ---------------------------------------------------------------- training
@@ -151,8 +139,8 @@ class TrainingSession:
                 periodic = PeriodicCallback(self)
                 progress = ProgressCallback(total_timesteps, done)
                 extra = CallbackList([periodic, progress])
-                if self.wrapper:
-                    self.wrapper.learn(remaining, callback=extra, reset_num_timesteps=done == 0)
+                if self.hierarchy:
+                    self.hierarchy.learn(remaining, callback=extra, reset_num_timesteps=done == 0)
                 else:
                     self.sac.learn(remaining, callback=extra, reset_num_timesteps=done == 0)
                 progress.close()
@@ -161,8 +149,8 @@ class TrainingSession:
             self.state.wall_seconds += time.monotonic() - started
         if self.preempted:
             return "preempted"
-        if self.wrapper and self.wrapper.monitor.aborted_reason:
-            self.aborted_reason = self.wrapper.monitor.aborted_reason
+        if self.hierarchy and self.hierarchy.monitor.aborted_reason:
+            self.aborted_reason = self.hierarchy.monitor.aborted_reason
             return COLLAPSE_STATUS
         self.evaluate(final=True)
         return "completed"
@@ -213,15 +201,15 @@ class TrainingSession:
 
     def run_metrics(self) -> dict[str, float | None]:
         """The flat metrics of summary.json (docs/contracts.md names)."""
-        from trainer.evaluation.training_health import losses_finite, policy_loss_converged
+        from trainer.evaluation.training_health import late_training_metrics, losses_finite, policy_loss_converged
 
         metrics: dict[str, float | None] = {}
         best = max(self.state.eval_history, key=lambda r: r["eval/sharpe"], default=None)
         for key in ("sharpe", "total_return", "max_drawdown"):
             metrics[f"eval.{key}"] = best[f"eval/{key}"] if best else None
-        if not self.wrapper:
+        if not self.hierarchy:
             return metrics
-        monitor, totals, learner = self.wrapper.monitor, self.wrapper.option_env.totals, self.wrapper.learner
+        monitor, totals, learner = self.hierarchy.monitor, self.hierarchy.option_env.totals, self.hierarchy.learner
         usage = totals.steps / max(1, totals.steps.sum())
         durations = average_durations(totals.durations, len(OPTION_NAMES))
         per_option = {
@@ -230,8 +218,24 @@ class TrainingSession:
             "avg_duration": {n: (0.0 if np.isnan(durations[i]) else float(durations[i])) for i, n in enumerate(OPTION_NAMES)},
         }
         metrics.update(option_usage_metrics(per_option, self.config.options.monitor.used_option_min_pct))
+        # The gates judge the late stretch (last 20% of the steps), not the totals above (warmup included).
+        options_cfg = self.config.options
+        metrics.update(
+            late_training_metrics(
+                monitor.records,
+                OPTION_NAMES,
+                {n: float(options_cfg.option_block(i).min_duration) for i, n in enumerate(OPTION_NAMES)},
+                options_cfg.monitor.used_option_min_pct,
+                total_timesteps=int(self.sac.num_timesteps),
+            )
+        )
         stats = learner.last_stats
-        converged = policy_loss_converged(monitor.records)
+        converged = policy_loss_converged(
+            monitor.records,
+            loss=options_cfg.policy_loss,
+            clip_range=options_cfg.clip_range,
+            normalized_advantages=options_cfg.normalize_advantages,
+        )
         metrics.update(
             {
                 "options.temperature": learner.current_temperature,
@@ -245,6 +249,10 @@ class TrainingSession:
                 "train.option_updates": float(learner.num_updates),
             }
         )
+        # Which termination rule ended each option (trainer/options/trading_options.py names them).
+        for option, counts in self.hierarchy.option_env.terminations.items():
+            for rule, count in counts.items():
+                metrics[f"options.terminations.{option}.{rule}"] = float(count)
         return metrics
 
     def write_outputs(self, status: str, summary_extra: dict) -> dict:
@@ -253,7 +261,7 @@ class TrainingSession:
         if status == "completed" or status == COLLAPSE_STATUS:
             self.agent.save(out / "model", {"timesteps": int(self.sac.num_timesteps), "status": status})
         write_text_atomic(out / "config.resolved.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        write_json_atomic(out / "monitor_metrics.json", self.wrapper.monitor.records if self.wrapper else [])
+        write_json_atomic(out / "monitor_metrics.json", self.hierarchy.monitor.records if self.hierarchy else [])
         write_json_atomic(out / "eval_history.json", self.state.eval_history)
         steps = int(self.sac.num_timesteps)
         summary = {
@@ -288,8 +296,8 @@ class PeriodicCallback(BaseCallback):
         done = self.model.num_timesteps
         self._next_eval = (done // self.eval_freq + 1) * self.eval_freq
         self._next_ckpt = (done // self.checkpoint_freq + 1) * self.checkpoint_freq
-        if self.session.wrapper:
-            self._logged_windows = len(self.session.wrapper.monitor.records)
+        if self.session.hierarchy:
+            self._logged_windows = len(self.session.hierarchy.monitor.records)
 
     def _on_step(self) -> bool:
         session = self.session
@@ -297,8 +305,8 @@ class PeriodicCallback(BaseCallback):
         for key in SAC_LOSS_KEYS:
             if key in values and not math.isfinite(values[key]):
                 raise NonFiniteError(f"SAC {key} is {values[key]} at step {self.num_timesteps}")
-        if session.wrapper and session.tracker:
-            records = session.wrapper.monitor.records
+        if session.hierarchy and session.tracker:
+            records = session.hierarchy.monitor.records
             for record in records[self._logged_windows :]:
                 session.tracker.log_metrics(record, record["timesteps"])
             self._logged_windows = len(records)
