@@ -266,6 +266,11 @@ def validate_market_data(
     as_of_ts = None if as_of is None else pd.Timestamp(as_of)
     frame, missing = prepare_frame(df_raw)
     suite = build_suite(validation_cfg, min_rows, list(frame.columns), as_of_ts)
+    return _report(frame, suite, missing, SUITE_NAME, SUITE_VERSION)
+
+
+def _report(frame: pd.DataFrame, suite: Any, missing: list[str], name: str, version: int) -> ValidationReport:
+    """Run `suite` on `frame` and summarise the failed expectations (a missing column is reported once)."""
     result, order = _run_suite(frame, suite)
     failed = [r for r in result.results if not r.success and not _about_missing_column(r, missing)]
     # GX returns results in its own order; report them in the order the suite lists the rules.
@@ -274,8 +279,8 @@ def validate_market_data(
     return ValidationReport(
         success=not failures,
         failures=failures,
-        suite_name=SUITE_NAME,
-        suite_version=SUITE_VERSION,
+        suite_name=name,
+        suite_version=version,
         rows=len(frame),
         evaluated=len(result.results),
         gx_result=result,
@@ -346,20 +351,8 @@ def validate_signals(raw: pd.DataFrame) -> ValidationReport:
     """Run the signals suite on a signals table (read_signals_table) or frame."""
     frame = prepare_signals_frame(raw)
     suite = build_signals_suite(list(frame.columns))
-    result, order = _run_suite(frame, suite)
     missing = [] if TIME_COLUMN in frame.columns else [TIME_COLUMN]
-    failed = [r for r in result.results if not r.success and not _about_missing_column(r, missing)]
-    failed.sort(key=lambda r: order.get(r.expectation_config.id, len(order)))
-    failures = [_failure(r) for r in failed]
-    return ValidationReport(
-        success=not failures,
-        failures=failures,
-        suite_name=SIGNALS_SUITE_NAME,
-        suite_version=SIGNALS_SUITE_VERSION,
-        rows=len(frame),
-        evaluated=len(result.results),
-        gx_result=result,
-    )
+    return _report(frame, suite, missing, SIGNALS_SUITE_NAME, SIGNALS_SUITE_VERSION)
 
 
 def describe_failures(report: ValidationReport, limit: int = 5) -> str:
