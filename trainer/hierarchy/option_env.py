@@ -122,8 +122,7 @@ class OptionVecEnv(VecEnvWrapper):
 
     def reset(self) -> np.ndarray:
         obs = self.venv.reset()
-        for i in range(self.num_envs):
-            self._start_option(i, obs)
+        self._start_options(np.arange(self.num_envs), obs)
         self._last_obs = obs
         return self._augment(obs)
 
@@ -133,6 +132,7 @@ class OptionVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
+        ended = []
         for i in range(self.num_envs):
             state = self.env_states[i]
             self.window.steps[state.active_option] += 1
@@ -144,10 +144,13 @@ class OptionVecEnv(VecEnvWrapper):
                 truncated = bool(infos[i].get("TimeLimit.truncated", False))
                 infos[i]["terminal_observation"] = self._augment_one(terminal, state.active_option)
                 self._end_option(i, terminal, episode_done=not truncated, cut_by_episode=True)
-                self._start_option(i, obs)
+                ended.append(i)
             elif self._terminates(i, obs):
                 self._end_option(i, obs[i], episode_done=False)
-                self._start_option(i, obs)
+                ended.append(i)
+        if ended:
+            self._start_options(np.asarray(ended), obs)  # one controller forward for all of them
+        for i in range(self.num_envs):
             infos[i]["option"] = self.env_states[i].active_option
         self._last_obs = obs
         return self._augment(obs), rewards, dones, infos
@@ -207,23 +210,27 @@ class OptionVecEnv(VecEnvWrapper):
                 selected_at=state.selected_at,
             )
 
-    def _start_option(self, env_idx: int, obs: np.ndarray) -> None:
-        market = self.layout.market_state(obs[env_idx])
-        mask = availability_mask(self.options, market)[0]
-        chosen, log_probs = self.learner.choose(obs[env_idx : env_idx + 1], mask[None], self.deterministic)
-        option = int(chosen[0])
-        state = self.env_states[env_idx]
-        state.active_option = option
-        state.behaviour_log_prob = float(log_probs[0])
-        state.selection_temperature = self.learner.effective_temperature
-        state.selected_at = self.learner.num_updates
-        state.option_step_count = 0
-        state.accumulated_reward = 0.0
-        state.start_state = np.array(obs[env_idx], dtype=np.float32)
-        state.start_mask = mask
-        state.memory = {}
-        self.window.selections[option] += 1
-        self.totals.selections[option] += 1
+    def _start_options(self, env_indices: np.ndarray, obs: np.ndarray) -> None:
+        """The controller chooses the next option of each env in `env_indices` (in env order, so the
+        option stream is the same as choosing one env at a time), in one batched forward."""
+        starts = np.asarray(obs[env_indices], dtype=np.float32)
+        masks = availability_mask(self.options, self.layout.market_state(starts))
+        chosen, log_probs = self.learner.choose(starts, masks, self.deterministic)
+        temperature, update = self.learner.effective_temperature, self.learner.num_updates
+        for row, env_idx in enumerate(env_indices):
+            option = int(chosen[row])
+            state = self.env_states[env_idx]
+            state.active_option = option
+            state.behaviour_log_prob = float(log_probs[row])
+            state.selection_temperature = temperature
+            state.selected_at = update
+            state.option_step_count = 0
+            state.accumulated_reward = 0.0
+            state.start_state = starts[row].copy()
+            state.start_mask = masks[row]
+            state.memory = {}
+            self.window.selections[option] += 1
+            self.totals.selections[option] += 1
 
     # ---------------------------------------------------------------- observations
 
