@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import trainer.data.signals as signals_mod
+from support.bars import perturb_after
 from trainer.config import ConfigError, load_config
 from trainer.data.features import compute_features
 from trainer.data.loaders import bundled_path, load_ohlcv
@@ -57,15 +58,6 @@ def base(frame, tmp_path_factory):
     return load(tmp_path_factory.mktemp("base"), frame)
 
 
-def _perturb_after(df: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
-    out = df.copy()
-    rng = np.random.default_rng(seed)
-    n = len(df) - t - 1
-    for column in ("open", "high", "low", "close", "volume"):
-        out.iloc[t + 1 :, out.columns.get_loc(column)] = df[column].to_numpy()[t + 1 :] * rng.uniform(0.5, 1.5, n)
-    return out
-
-
 def _values_up_to(md, when: pd.Timestamp) -> dict[str, np.ndarray]:
     out = {}
     for split in SPLITS:
@@ -84,7 +76,7 @@ def _values_up_to(md, when: pd.Timestamp) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("t", [350, 900, 1500, 1850])  # train (two walk-forward blocks), eval, test
 def test_changing_bars_after_t_never_changes_a_signal_at_t(frame, base, tmp_path, t):
     when = frame.index[t]
-    changed = load(tmp_path, _perturb_after(frame, t, seed=t))
+    changed = load(tmp_path, perturb_after(frame, t, seed=t))
     before, after = _values_up_to(base, when), _values_up_to(changed, when)
     assert sum(len(v) for v in before.values()) > 0
     for key in before:
@@ -147,7 +139,7 @@ def test_the_classifier_only_ever_fits_on_train_rows(frame, tmp_path, monkeypatc
 
 def test_eval_and_test_bars_do_not_move_the_fitted_model(frame, base, tmp_path):
     first_eval = len(chronological_splits(frame, load_config(B1).data.splits).train)
-    changed = load(tmp_path, _perturb_after(frame, first_eval - 1, seed=3))
+    changed = load(tmp_path, perturb_after(frame, first_eval - 1, seed=3))
     assert changed.signals.to_dict()["fitted"] == base.signals.to_dict()["fitted"]
     assert not np.array_equal(changed.features["test"].sl_confidence, base.features["test"].sl_confidence)
 

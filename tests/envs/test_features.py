@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from trainer.data.features import CLIP, FEATURE_WARMUP_BARS, WINDOW_FEATURES, compute_features
+from support.bars import perturb_after
 from trainer.data.loaders import bundled_path, load_ohlcv
 
 N_BARS = 300
@@ -20,22 +21,10 @@ def frame() -> pd.DataFrame:
     return load_ohlcv(bundled_path("SPY")).iloc[:N_BARS].copy()
 
 
-def _perturb_after(df: pd.DataFrame, t: int, seed: int) -> pd.DataFrame:
-    """Every bar after row t gets new prices and volume (each multiplied by its own random factor)."""
-    out = df.copy()
-    rng = np.random.default_rng(seed)
-    n = len(df) - t - 1
-    for column in ("open", "high", "low", "close", "volume"):
-        out.iloc[t + 1 :, out.columns.get_loc(column)] = df[column].to_numpy()[t + 1 :] * rng.uniform(0.5, 1.5, n)
-    if "sentiment" in out:
-        out.iloc[t + 1 :, out.columns.get_loc("sentiment")] = rng.uniform(0, 1, n)
-    return out
-
-
 @pytest.mark.parametrize("t", [FEATURE_WARMUP_BARS, 60, 120, 200, N_BARS - 2])
 def test_no_look_ahead(frame, t):
     base = compute_features(frame)
-    changed = compute_features(_perturb_after(frame, t, seed=t))
+    changed = compute_features(perturb_after(frame, t, seed=t))
     k = t - FEATURE_WARMUP_BARS + 1  # featurised rows at or before bar t
     np.testing.assert_array_equal(changed.window[:k], base.window[:k])
     np.testing.assert_array_equal(changed.close[:k], base.close[:k])
@@ -48,7 +37,7 @@ def test_no_look_ahead_with_sentiment_columns(frame):
     df = frame.assign(sentiment=np.linspace(0.1, 0.9, len(frame)), sl_confidence=0.7)
     t = 150
     base = compute_features(df)
-    changed = compute_features(_perturb_after(df, t, seed=1))
+    changed = compute_features(perturb_after(df, t, seed=1))
     k = t - FEATURE_WARMUP_BARS + 1
     np.testing.assert_array_equal(changed.sentiment[:k], base.sentiment[:k])
     np.testing.assert_array_equal(changed.window[:k], base.window[:k])

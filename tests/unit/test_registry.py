@@ -144,16 +144,6 @@ def champion_of(symbol: str) -> int | None:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def local_store(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINER_STATE_DIR", str(state))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        yield state
-
-
 @pytest.fixture
 def runs(tmp_path):
     return tmp_path

@@ -94,16 +94,6 @@ def hierarchical(tmp_path_factory):
     return SimpleNamespace(config=config, data=data, run_dir=run_dir, test_bars=split_bars(data, config))
 
 
-@pytest.fixture(scope="module")
-def local_store(tmp_path_factory):
-    state = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRAINER_STATE_DIR", str(state))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        yield state
-
-
 def gated_run(run_dir: Path, symbol: str, algorithm: str, judged: str) -> Path:
     """Complete `run_dir` into a gated, evaluated run whose MLflow run exists in the store."""
     from trainer.registry import registry_client

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -124,6 +125,25 @@ def _finite(values: pd.Series) -> pd.Series:
 # --------------------------------------------------------------------------------------------
 
 
+def _numeric_rules(column: str, check: Callable[[str], dict[str, str]]) -> list[Any]:
+    """A numeric column: every value parses as a number, none is missing, none is infinite
+    (`<column>__not_a_number` is the helper column prepare_frame adds)."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeNull(column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column=column,
+            row_condition=f"{column}__not_a_number.isnull()",
+            condition_parser="pandas",
+            meta=check(f"no missing {column} values"),
+        ),
+        gxe.ExpectColumnValuesToNotBeInSet(
+            column=column, value_set=[math.inf, -math.inf], meta=check(f"no infinite {column} values")
+        ),
+    ]
+
+
 def build_suite(
     validation_cfg: ValidationConfig,
     min_rows: int,
@@ -163,20 +183,7 @@ def build_suite(
     ]
     numeric = [*REQUIRED_COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in columns)]
     for column in numeric:
-        rules += [
-            gxe.ExpectColumnValuesToBeNull(
-                column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")
-            ),
-            gxe.ExpectColumnValuesToNotBeNull(
-                column=column,
-                row_condition=f"{column}__not_a_number.isnull()",
-                condition_parser="pandas",
-                meta=check(f"no missing {column} values"),
-            ),
-            gxe.ExpectColumnValuesToNotBeInSet(
-                column=column, value_set=[math.inf, -math.inf], meta=check(f"no infinite {column} values")
-            ),
-        ]
+        rules += _numeric_rules(column, check)
     for column in (*PRICE_COLUMNS, *(["adj_close"] if "adj_close" in columns else [])):
         rules.append(
             gxe.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True, meta=check(f"{column} > 0"))
@@ -314,16 +321,7 @@ def build_signals_suite(columns: list[str]) -> Any:
         if column not in columns:
             continue
         rules += [
-            gxe.ExpectColumnValuesToBeNull(column=f"{column}__not_a_number", meta=check(f"{column} values are numbers")),
-            gxe.ExpectColumnValuesToNotBeNull(
-                column=column,
-                row_condition=f"{column}__not_a_number.isnull()",
-                condition_parser="pandas",
-                meta=check(f"no missing {column} values"),
-            ),
-            gxe.ExpectColumnValuesToNotBeInSet(
-                column=column, value_set=[math.inf, -math.inf], meta=check(f"no infinite {column} values")
-            ),
+            *_numeric_rules(column, check),
             gxe.ExpectColumnValuesToBeBetween(
                 column=column, min_value=0, max_value=1, meta=check(f"{column} in [0, 1]")
             ),
