@@ -1,13 +1,23 @@
 """Bar spacing and the annualisation factor (bars per year) used for Sharpe, CAGR and volatility.
 
-The rule of `periods_per_year(index)`:
-1. When the data spans at least a year (>= 365 days), count: bars per year actually observed,
-   (n - 1) / (span in days / 365.25). For daily bars whose count is within 10% of 252 the
-   trading-day convention 252 is returned, so daily Sharpe ratios match the usual sqrt(252) figure.
-2. Otherwise derive it from the median bar interval:
-   - exchange data (no bar on a Saturday or Sunday): daily bars -> 252; intraday bars ->
-     252 sessions x 6.5 h / interval (hourly -> 1638); multi-day bars -> 365.25 days / interval;
-   - calendar data (bars on weekends, e.g. crypto): 365.25 days x 24 h / interval.
+The rule of `periods_per_year(index)`: measure the data's own calendar, never guess it.
+1. Timestamps are sorted, de-duplicated and read as wall-clock time (a tz-aware index is read
+   in its own time zone, so an exchange's sessions keep their clock time across DST changes).
+2. Whole weeks, counted from the first bar: with k = floor(span / 7 days) >= 2, the bars in
+   [first bar, first bar + k weeks) are k complete weeks of the calendar, whatever weekday or
+   hour the sample starts on. Bars per year = (those bars / k) * 365.25 / 7. A calendar that
+   repeats every week (24x7 crypto, 24x5 FX, exchange sessions) is measured exactly; holidays
+   enter as the sample's own average, so the error falls as the sample grows. The partial week
+   at the end is left out rather than scaled, so it cannot bias the figure.
+3. Shorter samples (< 2 complete weeks): bars / elapsed time, (n - 1) / (span / 365.25 days).
+   This is exact for calendars without gaps (24x7) and rough for anything with nights or
+   weekends: such samples are too short to see the calendar.
+4. Daily exchange bars: when the median bar interval is a day (0.9-1.1 days) and the measured
+   figure is within 10% of 252, exactly 252.0 is returned, so daily Sharpe ratios match the
+   usual sqrt(252) figure. Crypto daily bars (365.25) are too far from 252 and keep theirs.
+
+Figures this rule gives (tests/data/test_calendar.py): US equities daily 252; hourly sessions
+09:30..15:30 New York (7 bars) ~ 7 x 252 = 1,764; FX 24x5 ~ 120 x 52.18 = 6,261; crypto 24x7 8,766.
 """
 
 from __future__ import annotations
@@ -18,10 +28,11 @@ import pandas as pd
 from trainer.errors import DataError
 
 TRADING_DAYS_PER_YEAR = 252.0
-TRADING_HOURS_PER_SESSION = 6.5
 DAYS_PER_YEAR = 365.25
-_DAILY_TOLERANCE = 0.10  # observed daily count within 10% of 252 -> 252
+_DAILY_TOLERANCE = 0.10  # a measured daily figure within 10% of 252 -> 252
+_MIN_COMPLETE_WEEKS = 2  # below this, one holiday moves a weekly count by 10% or more
 _ONE_DAY = pd.Timedelta(days=1)
+_ONE_WEEK = pd.Timedelta(days=7)
 
 
 def _sorted_index(index: pd.Index) -> pd.DatetimeIndex:
@@ -41,22 +52,26 @@ def detect_bar_interval(index: pd.Index) -> pd.Timedelta:
     return pd.Timedelta(int(np.median(steps)), unit="ns")
 
 
+def _wall_clock(index: pd.DatetimeIndex) -> np.ndarray:
+    """Distinct timestamps as sorted int64 ns of local wall-clock time."""
+    index = index.unique()  # before dropping the zone: a DST fall-back hour is two real bars
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    return np.sort(index.as_unit("ns").asi8)
+
+
 def periods_per_year(index: pd.Index) -> float:
     """Bars per year for annualising per-bar statistics (see the module docstring for the rule)."""
-    index = _sorted_index(index)
-    interval = detect_bar_interval(index)
-    span = index[-1] - index[0]
+    interval = detect_bar_interval(index)  # also refuses < 2 timestamps and all-equal ones
+    ns = _wall_clock(_sorted_index(index))
+    first, span = ns[0], ns[-1] - ns[0]
+    weeks = int(span // _ONE_WEEK.value)
+    if weeks >= _MIN_COMPLETE_WEEKS:
+        bars = int(np.searchsorted(ns, first + weeks * _ONE_WEEK.value, side="left"))
+        measured = bars / weeks * DAYS_PER_YEAR / 7.0
+    else:
+        measured = (len(ns) - 1) / (span / _ONE_DAY.value / DAYS_PER_YEAR)
     is_daily = _ONE_DAY * 0.9 <= interval <= _ONE_DAY * 1.1
-    if span >= pd.Timedelta(days=365):
-        observed = (len(index) - 1) / (span / _ONE_DAY / DAYS_PER_YEAR)
-        if is_daily and abs(observed / TRADING_DAYS_PER_YEAR - 1) <= _DAILY_TOLERANCE:
-            return TRADING_DAYS_PER_YEAR
-        return float(observed)
-    has_weekend_bars = bool((index.dayofweek >= 5).any())
-    if has_weekend_bars:
-        return float(DAYS_PER_YEAR * _ONE_DAY / interval)
-    if is_daily:
+    if is_daily and abs(measured / TRADING_DAYS_PER_YEAR - 1.0) <= _DAILY_TOLERANCE:
         return TRADING_DAYS_PER_YEAR
-    if interval < _ONE_DAY:
-        return float(TRADING_DAYS_PER_YEAR * pd.Timedelta(hours=TRADING_HOURS_PER_SESSION) / interval)
-    return float(DAYS_PER_YEAR * _ONE_DAY / interval)
+    return float(measured)

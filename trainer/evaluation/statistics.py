@@ -17,19 +17,29 @@ References
 - [LW08] O. Ledoit, M. Wolf (2008), "Robust Performance Hypothesis Testing with the Sharpe Ratio",
   Journal of Empirical Finance 15(5): the delta method with a HAC covariance.
 - [NW94] W. Newey, K. West (1994): the Bartlett kernel and the lag rule floor(4 (T/100)^(2/9)).
+- [Lo02] A. Lo (2002), "The Statistics of Sharpe Ratios", Financial Analysts Journal 58(4):
+  annualising a Sharpe ratio of autocorrelated returns.
+- [Opd07] J. Opdyke (2007), "Comparing Sharpe Ratios: So Where Are the p-Values?", Journal of
+  Asset Management 8(5): the non-normal iid standard error behind the confidence interval.
 
 Which paired test the report uses: `stats.sharpe_diff_pvalue` comes from Ledoit–Wolf with a
 Newey–West (Bartlett) HAC covariance, one-sided (H1: candidate Sharpe > baseline Sharpe), because
 daily strategy returns are fat-tailed and autocorrelated and Jobson–Korkie/Memmel assumes iid
 normal returns. `sharpe_difference_test` (Memmel) stays available as the textbook cross-check.
+Against the champion the same test is read in the other tail: `stats.vs_champion.pvalue_worse`
+is the one-sided p-value of H1: candidate Sharpe < champion Sharpe, so a small value means the
+candidate was found worse.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 from trainer.evaluation.metrics import ZERO_TOLERANCE, sharpe_ratio
@@ -132,7 +142,7 @@ def min_track_record_length(returns: ArrayLike, benchmark_sr: float = 0.0, confi
 
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
-    """SR0, the expected maximum per-period SR of `n_trials` unskilled trials [BLdP14]:
+    """SR0, the expected maximum per-period SR of `n_trials` unskilled trials [BLdP14, eq. for SR0]:
 
         SR0 = sqrt(V[SR]) * ( (1 - gamma) * Phi^-1(1 - 1/N) + gamma * Phi^-1(1 - 1/(N e)) )
 
@@ -149,29 +159,194 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     return float(math.sqrt(sr_variance) * quantiles)
 
 
+class DsrTrials(NamedTuple):
+    """What the DSR was deflated for."""
+
+    n_trials: int
+    """N: the comparable trials, this candidate included."""
+    sr_variance: float
+    """V[SR] in per-period SR units."""
+    variance_source: str
+    """`trials` (sample variance of the trials' Sharpes) or `asymptotic` (the SR estimator's)."""
+
+
+def dsr_trials(
+    sr: float,
+    n: int,
+    skew: float,
+    kurtosis: float,
+    trial_sharpes: Sequence[float] | None = None,
+    *,
+    n_trials: int | None = None,
+) -> DsrTrials:
+    """N and V[SR] for the DSR of a candidate with per-period SR `sr` from `n` returns [BLdP14].
+
+    `trial_sharpes` are the recorded per-period (non-annualised: divide an annualised Sharpe by
+    sqrt(periods_per_year)) Sharpe ratios of the *other* comparable trials: the other versions
+    of the same symbol, profile and stage. The candidate's own `sr` is added here.
+
+    - N = len(trial_sharpes) + 1. A trial whose Sharpe was not recorded (None / NaN) still
+      counts in N: it was tried, and selection happened over it. A caller that holds only the
+      recorded Sharpes passes the full count as `n_trials` (>= len(trial_sharpes) + 1) instead.
+    - V[SR] = the sample variance (ddof=1) of the finite Sharpes, the candidate's included,
+      when there are at least 2 of them: [BLdP14] estimate V[SR] across the trials actually run.
+    - Otherwise V[SR] = the asymptotic variance of the SR estimator,
+      (1 - g3*SR + (g4 - 1)/4 * SR^2) / (n - 1) [Mer02]: under the null that every trial has the
+      same true Sharpe, their estimates differ by estimation error alone, and this is its variance.
+    """
+    given = [] if trial_sharpes is None else list(trial_sharpes)
+    others = np.asarray([math.nan if s is None else s for s in given], dtype=np.float64)
+    finite = np.concatenate([[sr], others[np.isfinite(others)]])
+    if n_trials is None:
+        n_trials = int(others.size) + 1
+    elif n_trials < others.size + 1:
+        raise ValueError(f"n_trials = {n_trials} is fewer than the {others.size} trial Sharpes plus the candidate")
+    if finite.size >= 2:
+        return DsrTrials(n_trials, float(np.var(finite, ddof=1)), "trials")
+    return DsrTrials(n_trials, sharpe_standard_error(sr, n, skew, kurtosis) ** 2, "asymptotic")
+
+
 def dsr_from_moments(
-    sr: float, n: int, skew: float, kurtosis: float, n_trials: int, sr_variance: float | None = None
+    sr: float,
+    n: int,
+    skew: float,
+    kurtosis: float,
+    trial_sharpes: Sequence[float] | None = None,
+    *,
+    n_trials: int | None = None,
 ) -> float:
-    """DSR = PSR(SR0) with SR0 = expected_max_sharpe(n_trials, V[SR])  [BLdP14].
+    """DSR = PSR(SR0), SR0 = expected_max_sharpe(N, V[SR]) with N, V[SR] from dsr_trials [BLdP14].
 
-    `sr_variance` is the variance of the per-period SR estimates across the trials. When only
-    this candidate's returns are known (None), V[SR] is the asymptotic variance of the SR
-    estimator, (1 - g3*SR + (g4 - 1)/4 * SR^2) / (n - 1) [Mer02]: under the null that every
-    trial has the same true Sharpe, their estimates differ by estimation error alone, and this is
-    its variance.
+    With no other trials (N = 1) SR0 = 0 and the DSR is PSR against 0.
     """
-    variance = sharpe_standard_error(sr, n, skew, kurtosis) ** 2 if sr_variance is None else sr_variance
-    return psr_from_moments(sr, n, skew, kurtosis, benchmark_sr=expected_max_sharpe(n_trials, variance))
+    trials = dsr_trials(sr, n, skew, kurtosis, trial_sharpes, n_trials=n_trials)
+    sr0 = expected_max_sharpe(trials.n_trials, trials.sr_variance)
+    return psr_from_moments(sr, n, skew, kurtosis, benchmark_sr=sr0)
 
 
-def deflated_sharpe_ratio(returns: ArrayLike, n_trials: int, sr_variance_across_trials: float | None = None) -> float:
-    """DSR of the selected candidate's returns after `n_trials` trials (see dsr_from_moments).
-
-    `sr_variance_across_trials` is in per-period SR units (divide an annualised variance by
-    periods_per_year). With n_trials = 1 the DSR is PSR against 0.
-    """
+def deflated_sharpe_ratio(
+    returns: ArrayLike, trial_sharpes: Sequence[float] | None = None, *, n_trials: int | None = None
+) -> float:
+    """DSR of the candidate's returns among the comparable trials' per-period Sharpes (see dsr_trials)."""
     sr, n, skew, kurt = return_moments(returns)
-    return dsr_from_moments(sr, n, skew, kurt, n_trials, sr_variance_across_trials)
+    return dsr_from_moments(sr, n, skew, kurt, trial_sharpes, n_trials=n_trials)
+
+
+# --------------------------------------------------------------------------------------------
+# Annualisation under autocorrelation [Lo02] and the Sharpe confidence interval [Mer02, Opd07]
+# --------------------------------------------------------------------------------------------
+
+
+def lo_eta_from_autocorrelations(q: int, autocorrelations: ArrayLike) -> float:
+    """eta(q) = q / sqrt( q + 2 * sum_{k=1}^{m} (q - k) rho_k )  [Lo02, eq. for SR(q)].
+
+    The factor that turns a per-period SR into the SR of q-period sums, given the
+    autocorrelations rho_1..rho_m of the per-period returns (m <= q - 1; lags past m count as 0).
+    For iid returns eta(q) = sqrt(q). NaN when the bracket (the variance ratio of a q-period sum
+    times q) is not positive, which sample autocorrelations can produce but true ones cannot.
+    """
+    if q < 1:
+        raise ValueError(f"q must be >= 1, got {q}")
+    rho = np.asarray(autocorrelations, dtype=np.float64)
+    if rho.size > q - 1:
+        raise ValueError(f"at most q - 1 = {q - 1} autocorrelations, got {rho.size}")
+    k = np.arange(1, rho.size + 1)
+    bracket = q + 2.0 * float(np.sum((q - k) * rho))
+    return q / math.sqrt(bracket) if bracket > 0 else math.nan
+
+
+def lo_max_lag(q: int, n: int) -> int:
+    """Default number of autocorrelations in eta(q): min(q - 1, newey_west_lags(n), n - 1).
+
+    Why not all q - 1 (or n/4): each sample autocorrelation carries noise ~ 1/sqrt(n) and bias
+    ~ -1/n, and the sum weighs them by q - k ~ q. Over m lags that is noise ~ q * sqrt(m / n) and
+    bias ~ -q * m / n in a bracket of size q. On iid returns, q = 252 and 3 years of bars
+    (n = 756), n/4 = 189 lags give eta a median of 1.25 sqrt(q) and a 90% range of 0.77-2.3
+    sqrt(q); the Newey–West count [NW94], 6 lags, gives 1.01 and 0.89-1.17. Autocorrelation that
+    persists beyond the cap is under-corrected; pass `max_lag` to lo_annualisation_factor to
+    choose otherwise.
+    """
+    return max(0, min(q - 1, newey_west_lags(n), n - 1))
+
+
+def _autocorrelations(r: np.ndarray, lags: int) -> np.ndarray:
+    """Sample autocorrelations rho_1..rho_lags (the usual biased estimator, as in [Lo02])."""
+    d = r - r.mean()
+    denom = float(d @ d)
+    if denom <= ZERO_TOLERANCE**2 * r.size:
+        return np.zeros(lags)  # constant returns: no autocorrelation to correct for
+    return np.array([float(d[k:] @ d[:-k]) / denom for k in range(1, lags + 1)])
+
+
+def lo_annualisation_factor(returns: ArrayLike, periods_per_year: float, max_lag: int | None = None) -> float:
+    """Lo's autocorrelation-adjusted annualisation factor eta(q) for these returns [Lo02].
+
+    q = periods_per_year rounded; rho_k are the returns' sample autocorrelations for
+    k = 1..max_lag (default lo_max_lag(q, n)). The annualised Sharpe is SR * eta(q) in place of
+    SR * sqrt(q): positive autocorrelation (trend-following P&L, smoothed marks) gives
+    eta < sqrt(q), so sqrt(q) overstates the annual Sharpe; negative gives eta > sqrt(q).
+    """
+    r = _returns(returns)
+    q = round(periods_per_year)
+    lags = lo_max_lag(q, r.size) if max_lag is None else int(max_lag)
+    if not 0 <= lags <= min(q - 1, r.size - 1):
+        raise ValueError(f"max_lag must be in 0..{min(q - 1, r.size - 1)}, got {lags}")
+    return lo_eta_from_autocorrelations(q, _autocorrelations(r, lags))
+
+
+def sharpe_confidence_interval(returns: ArrayLike, periods_per_year: float, level: float = 0.95) -> tuple[float, float]:
+    """Annualised two-sided confidence interval of the Sharpe ratio [Mer02, Opd07]:
+
+        (SR -+ Phi^-1((1 + level) / 2) * se) * sqrt(periods_per_year),
+        se = sqrt( (1 - g3*SR + (g4 - 1)/4 * SR^2) / (n - 1) )
+
+    (sharpe_standard_error: the non-normal iid standard error, with the skewness and kurtosis of
+    the returns; n - 1 as in [BLdP12]). Autocorrelation is not accounted for.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    sr, n, skew, kurt = return_moments(returns)
+    half = float(sps.norm.ppf(0.5 + level / 2.0)) * sharpe_standard_error(sr, n, skew, kurt)
+    annual = math.sqrt(periods_per_year)
+    return (sr - half) * annual, (sr + half) * annual
+
+
+def _period_alias(freq: str) -> str:
+    """A resample alias ("YE", "QE-MAR", "ME") as the matching Period alias ("Y", "Q-MAR", "M")."""
+    match = re.fullmatch(r"(\d*)([YQM])E(-[A-Z]{3})?", freq)
+    return f"{match[1]}{match[2]}{match[3] or ''}" if match else freq
+
+
+def sharpe_by_period(
+    timestamps: Sequence | pd.Index, returns: ArrayLike, periods_per_year: float, freq: str = "YE"
+) -> list[tuple[str, float, int]]:
+    """(label, annualised Sharpe, bars) per calendar period, first to last, empty periods included.
+
+    `freq` is a pandas alias ("YE", "QE", "ME", "W", ...); labels are Period strings ("2021",
+    "2021Q1", "2021-01"). A tz-aware index is grouped by its local dates. The Sharpe is
+    mean / std(ddof=1) * sqrt(periods_per_year); NaN for a period with < 2 bars or zero variance.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    index = pd.DatetimeIndex(timestamps)
+    if r.ndim != 1 or r.size != len(index):
+        raise ValueError(f"sharpe_by_period: {len(index)} timestamps but returns of shape {r.shape}")
+    if r.size == 0:
+        return []
+    if not np.all(np.isfinite(r)) or index.hasnans:
+        raise ValueError("sharpe_by_period: returns or timestamps contain NaN")
+    if index.tz is not None:
+        index = index.tz_localize(None)
+    alias = _period_alias(freq)
+    periods = index.to_period(alias)
+    chunks = {period: part.to_numpy() for period, part in pd.Series(r, index=periods).groupby(level=0)}
+    annual = math.sqrt(periods_per_year)
+    rows = []
+    for period in pd.period_range(periods.min(), periods.max(), freq=alias):
+        chunk = chunks.get(period, np.empty(0))
+        std = float(np.std(chunk, ddof=1)) if chunk.size >= 2 else 0.0
+        sharpe = float(np.mean(chunk) / std * annual) if std > ZERO_TOLERANCE else math.nan
+        rows.append((str(period), sharpe, int(chunk.size)))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,12 +445,19 @@ def ledoit_wolf_sharpe_test(a: ArrayLike, b: ArrayLike, lags: int | None = None)
 # --------------------------------------------------------------------------------------------
 
 
+def _flat(named: Sequence[tuple[str, np.ndarray]]) -> list[str]:
+    return [name for name, r in named if np.std(r) <= ZERO_TOLERANCE]
+
+
 def sharpe_summary(
     returns: ArrayLike,
     baseline_returns: ArrayLike | None,
     periods_per_year: float,
-    n_trials: int = 1,
+    trial_sharpes: Sequence[float] | None = None,
+    champion_returns: ArrayLike | None = None,
     confidence: float = 0.95,
+    *,
+    n_trials: int | None = None,
 ) -> dict[str, float | str | None]:
     """The `stats.*` metrics of docs/contracts.md plus an `interpretation` sentence.
 
@@ -284,24 +466,41 @@ def sharpe_summary(
       known constant (the paired test below also accounts for the baseline's estimation error).
     - `stats.min_trl`: MinTRL against 0 at `confidence`, in bars (+inf when SR <= 0).
     - `stats.sharpe_diff_pvalue`: one-sided Ledoit–Wolf HAC p-value of H1: SR > SR_baseline.
-    - `stats.dsr`: DSR after `n_trials` trials, V[SR] from the SR estimator's asymptotic variance.
+    - `stats.dsr`: DSR among the comparable trials; `trial_sharpes` are the other trials'
+      per-period Sharpes, `n_trials` the optional full count N (see dsr_trials).
+      `stats.dsr_trials` is N (candidate included) and `stats.dsr_sr_variance` the V[SR] used;
+      whether V[SR] came from the trials or from the SR estimator's asymptotic variance is said
+      in the interpretation (a string is no metric).
+    - `stats.sharpe_sqrt_q`: SR * sqrt(q); `stats.sharpe_lo`: SR * eta(q), Lo's
+      autocorrelation-adjusted annual Sharpe (None when eta is undefined); q = periods_per_year
+      rounded, in both, so the two differ by the autocorrelation alone.
+    - `stats.vs_champion.sharpe_diff` (annualised SR - champion's) and
+      `stats.vs_champion.pvalue_worse`, the one-sided Ledoit–Wolf p-value of H1: SR < SR_champion
+      (small = found worse; None when either series is constant): only when `champion_returns`
+      (the champion's returns on the same bars) are given.
     Baseline entries are None when `baseline_returns` is None.
     """
-    sr, n, skew, kurt = return_moments(returns)
+    r = _returns(returns)
+    sr, n, skew, kurt = return_moments(r)
     annual = math.sqrt(periods_per_year)
     years = n / periods_per_year
     psr_zero = psr_from_moments(sr, n, skew, kurt, 0.0)
     min_trl = min_trl_from_moments(sr, skew, kurt, 0.0, confidence)
-    dsr = dsr_from_moments(sr, n, skew, kurt, n_trials)
+    trials = dsr_trials(sr, n, skew, kurt, trial_sharpes, n_trials=n_trials)
+    dsr = psr_from_moments(sr, n, skew, kurt, expected_max_sharpe(trials.n_trials, trials.sr_variance))
+    q = round(periods_per_year)
+    eta = lo_annualisation_factor(r, periods_per_year)
+    sharpe_lo = sr * eta if math.isfinite(eta) else None
+    significance = 1.0 - confidence
 
     psr_baseline: float | None = None
     diff_pvalue: float | None = None
     baseline_text = "No baseline returns: no comparison."
     if baseline_returns is not None:
-        sr_base = sharpe_ratio(_returns(baseline_returns, "baseline returns"), 1.0)
+        rb = _returns(baseline_returns, "baseline returns")
+        sr_base = sharpe_ratio(rb, 1.0)
         psr_baseline = psr_from_moments(sr, n, skew, kurt, sr_base)
-        flat = [name for name, r in (("candidate", returns), ("baseline", baseline_returns))
-                if np.std(_returns(r)) <= ZERO_TOLERANCE]
+        flat = _flat([("candidate", r), ("baseline", rb)])
         if flat:
             # A book that never moved (e.g. never traded) has no Sharpe difference to test: the
             # p-value stays missing, so a gate on it fails as "missing" instead of passing.
@@ -310,12 +509,37 @@ def sharpe_summary(
                 f"test: the {' and '.join(flat)} returns are constant."
             )
         else:
-            diff_pvalue = float(ledoit_wolf_sharpe_test(returns, baseline_returns)["p_value"])
-            verdict = "significantly better" if diff_pvalue <= 1.0 - confidence else "not significantly better"
+            diff_pvalue = float(ledoit_wolf_sharpe_test(r, rb)["p_value"])
+            verdict = "significantly better" if diff_pvalue <= significance else "not significantly better"
             baseline_text = (
                 f"Against the baseline (Sharpe {sr_base * annual:.2f}): PSR = {psr_baseline:.2f}; paired "
-                f"Ledoit-Wolf test p = {diff_pvalue:.3f} (one-sided), {verdict} at {1.0 - confidence:.0%}."
+                f"Ledoit-Wolf test p = {diff_pvalue:.3f} (one-sided), {verdict} at {significance:.0%}."
             )
+
+    champion: dict[str, float | None] = {}
+    champion_text = ""
+    if champion_returns is not None:
+        rc = _returns(champion_returns, "champion returns")
+        if rc.size != n:
+            raise ValueError(f"champion returns must be on the candidate's bars: {rc.size} vs {n}")
+        sr_champ = sharpe_ratio(rc, 1.0)
+        sharpe_diff = (sr - sr_champ) * annual
+        flat = _flat([("candidate", r), ("champion", rc)])
+        pvalue_worse: float | None = None
+        if flat:
+            champion_text = (
+                f"Against the champion (Sharpe {sr_champ * annual:.2f}): difference {sharpe_diff:+.2f}; no "
+                f"paired test: the {' and '.join(flat)} returns are constant."
+            )
+        else:
+            # H1: SR < SR_champion is the lower tail of the same z the baseline test uses
+            pvalue_worse = float(sps.norm.cdf(ledoit_wolf_sharpe_test(r, rc)["z"]))
+            verdict = "significantly worse" if pvalue_worse <= significance else "not significantly worse"
+            champion_text = (
+                f"Against the champion (Sharpe {sr_champ * annual:.2f}): difference {sharpe_diff:+.2f}; paired "
+                f"Ledoit-Wolf test of 'worse' p = {pvalue_worse:.3f} (one-sided), {verdict} at {significance:.0%}."
+            )
+        champion = {"stats.vs_champion.sharpe_diff": sharpe_diff, "stats.vs_champion.pvalue_worse": pvalue_worse}
 
     level = f"{confidence:.0%}"
     if psr_zero >= confidence:
@@ -329,21 +553,47 @@ def sharpe_summary(
             f"At this Sharpe, {level} confidence needs {min_trl:,.0f} bars "
             f"({min_trl / periods_per_year:.1f} years); the test has {n:,}."
         )
+    lags = lo_max_lag(q, n)
+    if sharpe_lo is None:
+        lo_text = f"Lo's autocorrelation adjustment ({lags} lags) is undefined for these returns."
+    else:
+        lo_text = f"Adjusted for autocorrelation (Lo 2002, {lags} lags): {sharpe_lo:.2f} (eta {eta:.1f} vs sqrt(q) {math.sqrt(q):.1f})."
+    if trials.n_trials == 1:
+        dsr_text = f"No other comparable trials: DSR = PSR(0) = {dsr:.2f}."
+    else:
+        source = (
+            "the variance of the trials' Sharpes"
+            if trials.variance_source == "trials"
+            else "the SR estimator's asymptotic variance (fewer than 2 trials with a recorded Sharpe)"
+        )
+        dsr_text = (
+            f"Deflated for {trials.n_trials} comparable trials, V[SR] = {trials.sr_variance:.3g} per bar from "
+            f"{source}: DSR = {dsr:.2f}."
+        )
     interpretation = " ".join(
         [
-            f"Annualised Sharpe {sr * annual:.2f} over {n:,} bars ({years:.1f} years,"
-            f" skew {skew:.2f}, kurtosis {kurt:.2f}).",
+            (
+                f"Annualised Sharpe {sr * annual:.2f} over {n:,} bars ({years:.1f} years,"
+                f" skew {skew:.2f}, kurtosis {kurt:.2f})."
+            ),
+            lo_text,
             psr_text,
             trl_text,
-            f"Deflated for {n_trials} trial{'s' if n_trials != 1 else ''}: DSR = {dsr:.2f}.",
+            dsr_text,
             baseline_text,
+            champion_text,
         ]
-    )
+    ).rstrip()
     return {
         "stats.psr_zero": psr_zero,
         "stats.psr_baseline": psr_baseline,
         "stats.min_trl": min_trl,
         "stats.sharpe_diff_pvalue": diff_pvalue,
         "stats.dsr": dsr,
+        "stats.dsr_trials": float(trials.n_trials),
+        "stats.dsr_sr_variance": trials.sr_variance,
+        "stats.sharpe_sqrt_q": sr * math.sqrt(q),
+        "stats.sharpe_lo": sharpe_lo,
+        **champion,
         "interpretation": interpretation,
     }
