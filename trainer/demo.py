@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from trainer.run_dir import RunDir
+
 DAG_ID = "hierarchical_options_training"
 
 
@@ -69,14 +71,15 @@ def _full_run_dirs(state: Path, symbol: str, profile: str) -> list[Path]:
     root = state / "runs" / symbol
     if not root.exists():
         return []
-    dirs = [p / profile / "full" for p in root.iterdir() if (p / profile / "full" / "summary.json").exists()]
-    return sorted(dirs, key=lambda p: (p / "summary.json").stat().st_mtime)
+    dirs = [RunDir(p / profile / "full") for p in root.iterdir()]
+    dirs = [run for run in dirs if run.summary_path.exists()]
+    return [run.path for run in sorted(dirs, key=lambda run: run.summary_path.stat().st_mtime)]
 
 
 def verdict_reached(state: Path, symbol: str, profile: str, since: float) -> bool:
     """Did the quality gates judge a full run (pass or fail) at or after `since` (epoch seconds)?"""
     runs = _full_run_dirs(state, symbol, profile)
-    gate_path = runs[-1] / "gate_full.json" if runs else None
+    gate_path = RunDir(runs[-1]).gate_path("full") if runs else None
     return gate_path is not None and gate_path.exists() and gate_path.stat().st_mtime >= since
 
 
@@ -110,9 +113,9 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
     if not runs:
         print(f"no full training run for {symbol} under {state / 'runs' / symbol} (see the task logs above)")
     else:
-        run = runs[-1]
-        gate_path = run / "gate_full.json"
-        print(f"run directory: {run}")
+        run = RunDir(runs[-1])
+        gate_path = run.gate_path("full")
+        print(f"run directory: {run.path}")
         if gate_path.exists():
             gate = json.loads(gate_path.read_text())
             print(gate_table(gate.get("results", [])))
@@ -124,7 +127,7 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
         else:
             print(f"verdict: no {gate_path.name} (the chain stopped before quality_gates)")
         for name in ("report.md", "report.html"):
-            path = run / "report" / name
+            path = run.report_dir / name
             print(f"report: {path}" + ("" if path.exists() else "  (missing)"))
 
     print("\n==== registry ====")

@@ -13,6 +13,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+from trainer.run_dir import CHECKPOINT_DIR, MODEL_DIR, SUMMARY_FILE
 from trainer.s3 import parse_s3_uri, s3_client, s3_errors
 from trainer.tracking import state_dir
 
@@ -55,10 +56,10 @@ class RunStorage:
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 keys.extend(obj["Key"] for obj in page.get("Contents", []))
         relative = [k[len(prefix):] for k in keys]
-        complete = sorted({r.split("/")[1] for r in relative if r.startswith("checkpoints/") and r.endswith("/COMPLETE")})
-        wanted = [r for r in relative if r == "summary.json" or r.startswith("model/")]
+        complete = sorted({r.split("/")[1] for r in relative if r.startswith(f"{CHECKPOINT_DIR}/") and r.endswith("/COMPLETE")})
+        wanted = [r for r in relative if r == SUMMARY_FILE or r.startswith(f"{MODEL_DIR}/")]
         if complete:
-            wanted += [r for r in relative if r.startswith(f"checkpoints/{complete[-1]}/")]
+            wanted += [r for r in relative if r.startswith(f"{CHECKPOINT_DIR}/{complete[-1]}/")]
         with s3_errors(self.remote):
             for rel in wanted:
                 target = self.local / rel

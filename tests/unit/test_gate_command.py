@@ -40,6 +40,8 @@ EVAL_METRICS = {
     "baseline.sharpe": 0.41,
     "stats.psr_zero": 0.97,
     "stats.sharpe_diff_pvalue": 0.03,
+    "champion.present": 0.0,  # the first model of the symbol: judged on the absolute tiers
+    "champion.version": 0.0,
 }
 
 
@@ -69,6 +71,19 @@ def test_passing_full_run_merges_evaluation_metrics(tmp_path, capsys):
     assert sharpe["observed"] == 0.8 and sharpe["threshold_shown"] == "baseline.sharpe = 0.41"
     out = capsys.readouterr().out
     assert "PASSED" in out and "min_option_diversity_training" in out
+    assert "min_sharpe_vs_champion: not_applicable: applies only when champion.present == 1" in out
+
+
+def test_a_weaker_candidate_does_not_pass_against_the_champion(tmp_path, capsys):
+    against = {**EVAL_METRICS, "champion.present": 1.0, "champion.version": 4.0, "champion.sharpe": 1.5,
+               "test.sharpe": 0.01, "stats.vs_champion.sharpe_diff": -1.49, "stats.vs_champion.pvalue_worse": 0.02}
+    run_dir = make_run(tmp_path / "run", TRAIN_METRICS, against)
+    code, result = gate(tmp_path, "--run", str(run_dir), "--stage", "full")
+    assert code == 1 and result["tier_reached"] == "none"
+    minimum = {g for g in result["blocking_failed"] if g.startswith("min_")}
+    assert minimum == {"min_sharpe_vs_champion", "min_not_worse_than_champion"}  # test Sharpe > 0 alone is not enough
+    row = next(line for line in capsys.readouterr().out.splitlines() if "min_sharpe_vs_champion" in line)
+    assert "test.sharpe 0.01, champion.sharpe 1.5" in row
 
 
 def test_exposure_and_turnover_are_shown_beside_the_sharpe_gate(tmp_path, capsys):

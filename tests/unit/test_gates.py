@@ -38,7 +38,14 @@ GOOD_FULL = {
     "baseline.sharpe": 0.41,
     "stats.psr_zero": 0.97,
     "stats.sharpe_diff_pvalue": 0.03,
+    # a champion exists and the candidate beats it on the same bars
+    "champion.present": 1.0,
+    "champion.version": 3.0,
+    "champion.sharpe": 0.5,
+    "stats.vs_champion.sharpe_diff": 0.3,
+    "stats.vs_champion.pvalue_worse": 0.9,
 }
+CHAMPION_GATES = {"min_sharpe_vs_champion", "min_not_worse_than_champion"}
 GOOD_SMOKE = {
     "options.min_selections": 3.0,
     "options.min_avg_duration": 4.0,
@@ -62,7 +69,7 @@ def by_id(verdict):
 
 def test_shipped_gates_load_with_the_seed_thresholds():
     gates = {g.id: g for g in load_gates(SHIPPED)}
-    assert len(gates) == 24
+    assert len(gates) == 26
     assert {g.tier for g in gates.values() if g.stage == "smoke"} == {"smoke"}
     # diversity on the controller's selections, late in training and on the test backtest
     assert gates["min_option_diversity_training"].metric == "options.late.min_selection_share"
@@ -86,14 +93,68 @@ def test_shipped_gates_load_with_the_seed_thresholds():
     assert gates["target_drawdown_bound"].threshold == 0.35
     assert all(not g.blocking for g in gates.values() if g.tier == "statistical")
     assert all(g.blocking for g in gates.values() if g.tier != "statistical")
-    assert not any(g.optional for g in gates.values())
+    assert {g.id for g in gates.values() if g.optional} == CHAMPION_GATES
 
 
 def test_shipped_promotion_policy():
     policy = load_promotion_policy(SHIPPED)
     assert policy.required_tier == "minimum"
-    assert policy.must_beat_champion is True
     assert policy.require_human_approval is False
+    # the point-estimate comparison on identical digests is gone: the champion is judged by gates
+    assert set(type(policy).model_fields) == {"required_tier", "require_human_approval"}
+
+
+def test_the_old_champion_switch_is_refused(tmp_path):
+    path = tmp_path / "gates.yaml"
+    tree = yaml.safe_load(SHIPPED.read_text())
+    tree["promotion"]["must_beat_champion"] = False
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(GatesError, match="promotion.must_beat_champion: Extra inputs are not permitted"):
+        load_gates_file(path)
+
+
+def test_the_champion_gates_block_the_tier_promotion_requires():
+    gates = {g.id: g for g in load_gates(SHIPPED)}
+    required = load_promotion_policy(SHIPPED).required_tier
+    for gate_id in CHAMPION_GATES:
+        g = gates[gate_id]
+        assert g.tier == required and g.blocking and g.stage == "full"
+        assert (g.applies_when.metric, g.applies_when.comparison, g.applies_when.threshold) == ("champion.present", "==", 1)
+    assert gates["min_sharpe_vs_champion"].metric == "stats.vs_champion.sharpe_diff"
+    assert (gates["min_sharpe_vs_champion"].comparison, gates["min_sharpe_vs_champion"].threshold) == (">=", 0.10)
+    assert gates["min_not_worse_than_champion"].metric == "stats.vs_champion.pvalue_worse"
+    assert (gates["min_not_worse_than_champion"].comparison, gates["min_not_worse_than_champion"].threshold) == (">=", 0.05)
+
+
+def test_without_a_champion_the_comparison_gates_say_so_and_the_absolute_tiers_decide():
+    first = {k: v for k, v in GOOD_FULL.items() if not k.startswith(("champion.", "stats.vs_champion."))}
+    verdict = evaluate_gates(load_gates(SHIPPED), {**first, "champion.present": 0.0, "champion.version": 0.0}, "full")
+    assert verdict.passed and verdict.tier_reached == "target"
+    results = by_id(verdict)
+    for gate_id in CHAMPION_GATES:
+        assert results[gate_id].status == "not_applicable"
+        assert results[gate_id].reason == "applies only when champion.present == 1 (observed 0); optional, does not block"
+    # champion.present itself must be measured: an evaluation without it is not a first model
+    unknown = by_id(evaluate_gates(load_gates(SHIPPED), first, "full"))
+    assert {unknown[g].status for g in CHAMPION_GATES} == {"missing"}
+
+
+@pytest.mark.parametrize(
+    ("diff", "pvalue_worse", "failed"),
+    [
+        (0.10, 0.70, set()),  # exactly the hurdle
+        (0.09, 0.65, {"min_sharpe_vs_champion"}),  # better, but by less than min_improvement
+        (-1.49, 0.03, CHAMPION_GATES),  # the stale-check case: 0.01 against a 1.50 champion
+        (-0.20, 0.30, {"min_sharpe_vs_champion"}),  # worse, not significantly: still not a replacement
+    ],
+)
+def test_a_champion_is_replaced_only_by_a_better_candidate(diff, pvalue_worse, failed):
+    metrics = {**GOOD_FULL, "stats.vs_champion.sharpe_diff": diff, "stats.vs_champion.pvalue_worse": pvalue_worse}
+    verdict = evaluate_gates(load_gates(SHIPPED), metrics, "full")
+    assert set(verdict.summary()["failed"]) == failed
+    assert verdict.passed is (not failed)
+    if failed:
+        assert verdict.tier_reached == "none"  # a test Sharpe > 0 alone does not reach minimum
 
 
 def test_shipped_smoke_stage():

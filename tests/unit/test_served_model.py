@@ -187,7 +187,10 @@ def test_the_version_serves_the_judged_model_directory_not_the_final_one(champio
 
 
 def test_gated_model_dir_follows_evaluation_json(tmp_path):
-    from trainer.registry import gated_model_dir
+    from trainer.run_dir import RunDir
+
+    def gated_model_dir(path):
+        return RunDir(path).judged_model_dir()
 
     for folder in ("model", "best_model"):
         (tmp_path / folder).mkdir()

@@ -351,6 +351,16 @@ def test_sharpe_summary_champion_comparison_with_a_constant_series_has_no_pvalue
         sharpe_summary(champion, None, 252, champion_returns=champion[:-1])
 
 
+def test_a_flat_champion_is_compared_as_sharpe_zero_so_it_cannot_block_every_candidate():
+    good = _series_with_sharpe(1.5, 500, seed=7)
+    s = sharpe_summary(good, None, 252, champion_returns=np.zeros(500))
+    assert s["stats.vs_champion.sharpe_diff"] == pytest.approx(sharpe_ratio(good, 252), rel=1e-12)
+    assert s["stats.vs_champion.pvalue_worse"] == pytest.approx(s["stats.psr_zero"])
+    assert s["stats.vs_champion.pvalue_worse"] > 0.95 and "flat book" in s["interpretation"]
+    losing = sharpe_summary(-good, None, 252, champion_returns=np.zeros(500))
+    assert losing["stats.vs_champion.pvalue_worse"] < 0.05  # worse than doing nothing: found worse
+
+
 # ------------------------------------------------------------------ Lo (2002)
 
 

@@ -1,14 +1,15 @@
 """`trainer gate`: check a run's metrics against the quality gates of configs/gates.yaml.
 
-The run is a local run directory (docs/contracts.md: metrics from summary.json "metrics", merged
-with evaluation.json "metrics" when `trainer evaluate` wrote it) or an MLflow run id (the same two
-files, downloaded from the run's artifact root). Prints a table of the stage's gates and the
+The run is a local run directory (its metrics as trainer.run_dir.RunDir.metrics merges them:
+summary.json "metrics", evaluation.json "metrics" over them when `trainer evaluate` wrote it) or an
+MLflow run id (the same two files, downloaded from the run's artifact root). Prints a table of the stage's gates and the
 verdict, writes the verdict JSON atomically, exits 0 pass / 1 fail / 2 error.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import re
 import sys
@@ -17,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import EXIT_FAILED, EXIT_OK, TrainerError
-from trainer.io import read_json_object, write_json_atomic
+from trainer.io import write_json_atomic
+from trainer.run_dir import EVALUATION_FILE, SUMMARY_FILE, RunDir, gate_file
 
-SUMMARY_FILE = "summary.json"
-EVALUATION_FILE = "evaluation.json"
 MLFLOW_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _STATUS_STYLE = {"pass": "green", "fail": "red", "missing": "red", "not_applicable": "yellow"}
@@ -62,27 +62,6 @@ def register(subparsers: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _metrics_of(payload: dict[str, Any], path: Path, what: str) -> dict[str, Any]:
-    metrics = payload.get("metrics")
-    if not isinstance(metrics, dict):
-        raise TrainerError(f"{path}: {what} has no \"metrics\" object")
-    return metrics
-
-
-def read_run_files(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(summary.json, merged metrics) of a folder holding summary.json and maybe evaluation.json.
-
-    evaluation.json's metrics override summary.json's where both name the same metric.
-    """
-    summary_path = folder / SUMMARY_FILE
-    summary = read_json_object(summary_path, SUMMARY_FILE)
-    metrics = dict(_metrics_of(summary, summary_path, SUMMARY_FILE))
-    evaluation_path = folder / EVALUATION_FILE
-    if evaluation_path.exists():
-        metrics.update(_metrics_of(read_json_object(evaluation_path, EVALUATION_FILE), evaluation_path, EVALUATION_FILE))
-    return summary, metrics
-
-
 def _download_mlflow_run(run_id: str, destination: Path) -> None:
     """Copy the run's summary.json (required) and evaluation.json (if logged) into `destination`."""
     import mlflow
@@ -101,19 +80,19 @@ def _download_mlflow_run(run_id: str, destination: Path) -> None:
         pass  # optional: `trainer evaluate` has not run on this run yet; summary metrics alone are gated
 
 
-def load_run(run: str) -> tuple[dict[str, Any], dict[str, Any], Path | None]:
-    """(summary, metrics, run directory or None for an MLflow run id)."""
+def load_run(run: str) -> tuple[dict[str, Any], dict[str, Any], RunDir | None]:
+    """(summary, merged metrics (RunDir.metrics), the run directory or None for an MLflow run id)."""
     path = Path(run)
     if path.exists():
         if not path.is_dir():
             raise TrainerError(f"--run {run}: not a directory")
-        summary, metrics = read_run_files(path)
-        return summary, metrics, path
+        run_dir = RunDir(path)
+        return run_dir.read_summary(), run_dir.metrics(), run_dir
     if MLFLOW_RUN_ID.match(run):
         with tempfile.TemporaryDirectory(prefix="trainer-gate-") as tmp:
             _download_mlflow_run(run, Path(tmp))
-            summary, metrics = read_run_files(Path(tmp))
-        return summary, metrics, None
+            downloaded = RunDir(tmp)
+            return downloaded.read_summary(), downloaded.metrics(), None
     raise TrainerError(f"--run {run}: no such run directory, and not an MLflow run id (32 hex characters)")
 
 
@@ -178,21 +157,20 @@ def run(args: argparse.Namespace) -> int:
     summary, metrics, run_dir = load_run(args.run)
     verdict = evaluate_gates(gates, metrics, args.stage, required_tier=args.required_tier)
 
+    payload = {
+        "run": args.run, "run_status": summary.get("status"), "gates_file": str(args.gates),
+        # `trainer register` refuses a verdict computed under another gates file than its own
+        "gates_sha256": hashlib.sha256(Path(args.gates).read_bytes()).hexdigest(),
+        **verdict.to_dict(),
+    }
     if args.out:
         out = Path(args.out)
+        write_json_atomic(out, payload)
     elif run_dir is not None:
-        out = run_dir / f"gate_{args.stage}.json"
+        out = run_dir.write_gate_verdict(args.stage, payload)
     else:
-        out = Path.cwd() / f"gate_{args.stage}.json"
-    write_json_atomic(
-        out,
-        {
-            "run": args.run,
-            "run_status": summary.get("status"),
-            "gates_file": str(args.gates),
-            **verdict.to_dict(),
-        },
-    )
+        out = Path.cwd() / gate_file(args.stage)
+        write_json_atomic(out, payload)
     _print(verdict, args.run)
     if summary.get("status") not in (None, "completed"):
         print(f"note: the run's status is {summary.get('status')!r}")

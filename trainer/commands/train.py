@@ -1,14 +1,12 @@
-"""`trainer train`: Phase A or Phase B.1 training, resumable, logged to MLflow."""
+"""`trainer train`: Phase A or Phase B.1 training, resumable, logged to MLflow.
+
+The command parses its arguments into a config; trainer.training.runner.train_run trains it."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 
-from trainer.errors import EXIT_FAILED, EXIT_OK, PreemptedError, TrainerError
-
-LOGGER = logging.getLogger(__name__)
+from trainer.errors import EXIT_FAILED, EXIT_OK
 
 
 def register(subparsers) -> None:
@@ -59,95 +57,22 @@ def _overrides(args) -> dict:
 
 def run(args) -> int:
     from trainer.config import load_config
-    from trainer.storage import RunStorage
     from trainer.symbols import validate_symbol
     from trainer.tracking import state_dir
+    from trainer.training.runner import train_run
 
     if args.symbol:
         validate_symbol(args.symbol)
     config = load_config(args.config, _overrides(args))
     output = args.output_dir or str(state_dir() / "runs" / config.data.symbol / config.name)
-    storage = RunStorage(output)
-    storage.check_access()
-    if args.resume:
-        storage.pull()
-    out = storage.local
-    summary_path = out / "summary.json"
-    if args.resume and summary_path.exists():
-        previous = json.loads(summary_path.read_text())
-        if previous.get("status") == "completed" and previous.get("config_hash") == config.config_hash():
-            LOGGER.info("run already completed with this config at %s; reusing it", output)
-            args.result = _result(previous, output)
-            return EXIT_OK
-    return _train(args, config, storage, output)
-
-
-def _result(summary: dict, output: str) -> dict:
-    return {
-        "status": summary["status"],
-        "output_dir": output,
-        "mlflow_run_id": summary.get("mlflow_run_id"),
-        "config_hash": summary.get("config_hash"),
-        "data_digest": summary.get("data_digest"),
-        "total_timesteps": summary.get("total_timesteps"),
-    }
-
-
-def _train(args, config, storage, output: str) -> int:
-    from trainer.envs.factory import load_market_data
-    from trainer.training import checkpoints
-    from trainer.training.session import TrainingSession
-    from trainer.training.tracker import RunTracker
-    from trainer.versioning import code_version
-
-    data = load_market_data(config, args.data)
-    out = storage.local
-    LOGGER.info(
-        "%s on %s: %d bars (%s .. %s), digest %s; train/eval/test = %d/%d/%d featurised bars",
-        config.algorithm, data.symbol, len(data.frame), data.frame.index[0].date(), data.frame.index[-1].date(),
-        data.digest[:12], len(data.features["train"]), len(data.features["eval"]), len(data.features["test"]),
+    outcome = train_run(
+        config,
+        output,
+        data_source=args.data,
+        resume=args.resume,
+        profile=args.profile,
+        stage=args.stage,
+        log_to_mlflow=not args.no_mlflow,
     )
-    if not data.has_sentiment or not data.has_sl_confidence:
-        LOGGER.info("no sentiment / sl_confidence columns: options read the neutral values from environment config")
-    session = TrainingSession(config, data, out, config.training.seed)
-    session.after_checkpoint = storage.push
-    latest = checkpoints.latest_checkpoint(session.checkpoint_root) if args.resume else None
-    if latest is not None:
-        session.restore(latest)
-    identity = {
-        "symbol": config.data.symbol,
-        "algorithm": config.algorithm,
-        "name": config.name,
-        "profile": args.profile,
-        "stage": args.stage,
-        "config_hash": config.config_hash(),
-        "data_digest": data.digest,
-        "data_end": str(data.frame.index[-1]),
-        "code_version": code_version(),
-    }
-    if not args.no_mlflow:
-        tracker = RunTracker(session.state.mlflow_run_id)
-        session.state.mlflow_run_id = tracker.start(config, data, identity)
-        session.tracker = tracker
-    try:
-        status = session.train(config.training.total_timesteps)
-    except TrainerError as err:
-        session.write_outputs(f"failed: {err}", identity)
-        if session.tracker:
-            session.tracker.finish(out, "failed")
-        storage.push()
-        raise
-    if status == "preempted":
-        storage.push()
-        raise PreemptedError(
-            f"preempted at step {session.sac.num_timesteps}; checkpoint written under {output}/checkpoints; "
-            "run again with --resume"
-        )
-    summary = session.write_outputs(status, identity)
-    if session.tracker:
-        session.tracker.finish(out, status)
-    storage.push()
-    args.result = _result(summary, output)
-    LOGGER.info("%s: %d steps in %.0f s (%.1f steps/s); outputs in %s",
-                status, summary["total_timesteps"], summary["wall_seconds"], summary["steps_per_second"] or 0, output)
-    return EXIT_OK if status == "completed" else EXIT_FAILED
+    args.result = outcome.result()
+    return EXIT_OK if outcome.completed else EXIT_FAILED

@@ -102,13 +102,16 @@ class Gate(_Strict):
 
 
 class PromotionPolicy(_Strict):
-    """`promotion:` in gates.yaml, read by the registry step."""
+    """`promotion:` in gates.yaml, read by the registry step.
+
+    The comparison with the current champion is not a policy switch: it is made by full-stage
+    gates on the champion's backtest of the candidate's own test bars (`stats.vs_champion.*`,
+    trainer/evaluation/workflow.py), so it is part of the verdict the registry recomputes.
+    """
 
     required_tier: Literal["minimum", "target"] = Field(
         "minimum", description="Tier the full-stage verdict must reach before a model may be promoted."
     )
-    must_beat_champion: bool = Field(True, description="The candidate's champion_metric must exceed the champion's.")
-    champion_metric: str = Field("test.sharpe", description="Metric compared with the current champion's.")
     require_human_approval: bool = Field(False, description="Stop before moving the champion alias.")
 
 

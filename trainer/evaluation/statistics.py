@@ -522,11 +522,20 @@ def sharpe_summary(
         rc = _returns(champion_returns, "champion returns")
         if rc.size != n:
             raise ValueError(f"champion returns must be on the candidate's bars: {rc.size} vs {n}")
-        sr_champ = sharpe_ratio(rc, 1.0)
-        sharpe_diff = (sr - sr_champ) * annual
         flat = _flat([("candidate", r), ("champion", rc)])
+        # A champion that never moves (a flat book) earns Sharpe 0 with no estimation error, so
+        # "candidate worse" is the one-sample test of SR < 0, whose p-value is PSR(0). Without
+        # this, one flat champion would block every later candidate (its gate would be missing).
+        sr_champ = 0.0 if flat == ["champion"] else sharpe_ratio(rc, 1.0)
+        sharpe_diff = (sr - sr_champ) * annual
         pvalue_worse: float | None = None
-        if flat:
+        if flat == ["champion"]:
+            pvalue_worse = psr_zero
+            champion_text = (
+                f"Against the champion (a flat book, Sharpe 0): difference {sharpe_diff:+.2f}; PSR(0) = "
+                f"{psr_zero:.3f} is the one-sided p-value of 'worse than flat'."
+            )
+        elif flat:
             champion_text = (
                 f"Against the champion (Sharpe {sr_champ * annual:.2f}): difference {sharpe_diff:+.2f}; no "
                 f"paired test: the {' and '.join(flat)} returns are constant."

@@ -27,6 +27,7 @@ from trainer.evaluation.metrics import backtest_metrics, option_usage, option_us
 from trainer.hierarchy.monitor import COLLAPSE_STATUS, average_durations
 from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 from trainer.io import write_json_atomic, write_text_atomic
+from trainer.run_dir import RunDir
 from trainer.training import checkpoints
 
 LOGGER = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class TrainingSession:
         self.config = config
         self.data = data
         self.output_dir = output_dir
+        self.run_dir = RunDir(output_dir)
         self.seed = seed
         self.tracker = tracker
         self.state = RunState()
@@ -84,7 +86,7 @@ class TrainingSession:
 
     @property
     def checkpoint_root(self) -> Path:
-        return self.output_dir / "checkpoints"
+        return self.run_dir.checkpoint_dir
 
     # ---------------------------------------------------------------- resume
 
@@ -194,7 +196,7 @@ class TrainingSession:
                 self.tracker.log_metrics(record, steps)
             if metrics["sharpe"] > self.state.best_eval_sharpe:
                 self.state.best_eval_sharpe = metrics["sharpe"]
-                self.agent.save(self.output_dir / "best_model", {"timesteps": steps, "eval_sharpe": metrics["sharpe"]})
+                self.agent.save(self.run_dir.best_model_dir, {"timesteps": steps, "eval_sharpe": metrics["sharpe"]})
         return self.state.eval_history[-1]
 
     # ---------------------------------------------------------------- outputs
@@ -257,12 +259,12 @@ class TrainingSession:
 
     def write_outputs(self, status: str, summary_extra: dict) -> dict:
         """Final model, histories, resolved config and summary.json (all atomic)."""
-        out = self.output_dir
+        run = self.run_dir
         if status == "completed" or status == COLLAPSE_STATUS:
-            self.agent.save(out / "model", {"timesteps": int(self.sac.num_timesteps), "status": status})
-        write_text_atomic(out / "config.resolved.yaml", yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
-        write_json_atomic(out / "monitor_metrics.json", self.hierarchy.monitor.records if self.hierarchy else [])
-        write_json_atomic(out / "eval_history.json", self.state.eval_history)
+            self.agent.save(run.model_dir, {"timesteps": int(self.sac.num_timesteps), "status": status})
+        write_text_atomic(run.config_path, yaml.safe_dump(self.config.model_dump(mode="json"), sort_keys=False))
+        write_json_atomic(run.monitor_path, self.hierarchy.monitor.records if self.hierarchy else [])
+        write_json_atomic(run.eval_history_path, self.state.eval_history)
         steps = int(self.sac.num_timesteps)
         summary = {
             "status": status,
@@ -275,7 +277,7 @@ class TrainingSession:
             "metrics": self.run_metrics(),
             **summary_extra,
         }
-        write_json_atomic(out / "summary.json", summary)
+        run.write_summary(summary)
         return summary
 
 

@@ -94,11 +94,19 @@ class RunTracker:
             self._guard("log metrics", self._client.log_batch, self.run_id, metrics=metrics)
 
     def finish(self, output_dir: Path, status: str) -> None:
-        for name in ("summary.json", "monitor_metrics.json", "eval_history.json", "config.resolved.yaml"):
+        from trainer.run_dir import MODEL_DIRS, TRAINING_FILES, RunDir
+
+        run = RunDir(output_dir)
+        if run.summary_path.exists():
+            # The registry recomputes the gates from the run's MLflow metrics, never from files, so
+            # every summary metric goes there too, at the last step (the latest value of its key).
+            summary = run.read_summary()
+            self.log_metrics(summary.get("metrics") or {}, int(summary.get("total_timesteps") or 0))
+        for name in TRAINING_FILES:
             path = output_dir / name
             if path.exists():
                 self._guard(f"log {name}", self._client.log_artifact, self.run_id, str(path))
-        for folder in ("model", "best_model"):
+        for folder in MODEL_DIRS:
             if (output_dir / folder).exists():
                 self._guard(f"log {folder}/", self._client.log_artifacts, self.run_id, str(output_dir / folder), folder)
         self._guard("set the status tag", self._client.set_tag, self.run_id, "status", status)
