@@ -13,13 +13,21 @@ lock that `trainer.registry` holds around every ledger write.
 
 Repeated promotions of the current champion are recorded with action `noop` (who asked and why is
 still worth knowing); replaying the ledger ignores them.
+
+Write-ahead intent: before an alias moves, an `intent` record (with a fresh `intent_id` and the
+`operation` it announces) is written; the move's own record (`promote` / `rollback`) carries the
+same `intent_id`, and so does an `abandon` record when the move never happened. An intent that no
+later record closes is pending: trainer.registry reconciles it (completes or abandons it, from
+where the alias actually points) before anything else touches the model.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +36,9 @@ from typing import Any
 from trainer.errors import TrainerError
 from trainer.tracking import state_dir
 
-ACTIONS = ("register", "challenger", "promote", "rollback", "noop")
+ACTIONS = ("register", "challenger", "intent", "promote", "rollback", "abandon", "noop")
+MOVES = ("promote", "rollback")  # the operations an intent announces
+LOGGER = logging.getLogger(__name__)
 TAG_PREFIX = "ledger."
 _MAX_REASON = 2000  # a tag value holds 100k characters; keep records short and readable
 
@@ -48,11 +58,18 @@ class LedgerRecord:
     verdict: str | None = None
     data_end: str | None = None
     approved_by: str | None = None
+    approved_at: str | None = None
+    approval_comment: str | None = None
+    gates_hash: str | None = None  # sha256 of the gates file (the policy) the move was judged under
+    intent_id: str | None = None
+    operation: str | None = None  # intent records only: the move announced (promote | rollback)
     ts: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"ledger action must be one of {ACTIONS}, got {self.action!r}")
+        if self.action == "intent" and self.operation not in MOVES:
+            raise ValueError(f"an intent record announces one of {MOVES}, got {self.operation!r}")
 
     def to_json(self) -> str:
         payload = asdict(self)
@@ -64,6 +81,19 @@ class LedgerRecord:
         payload: dict[str, Any] = json.loads(text)
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+def new_intent_id() -> str:
+    return uuid.uuid4().hex
+
+
+def pending_intent(records: list[LedgerRecord]) -> LedgerRecord | None:
+    """The last intent no later record closes (same intent_id), if any."""
+    closed = {r.intent_id for r in records if r.action != "intent" and r.intent_id}
+    for record in reversed(records):
+        if record.action == "intent":
+            return None if record.intent_id in closed else record
+    return None
 
 
 def local_ledger_path() -> Path:
@@ -132,6 +162,13 @@ def append_registry(client: Any, record: LedgerRecord) -> str:
 
 
 def append(client: Any, record: LedgerRecord) -> None:
-    """Record in the registry first (what rollback reads), then in the local file."""
+    """Record in the registry first (authoritative: what rollback reads), then in the local file.
+
+    The local copy is the machine's audit trail; failing to write it must not turn a recorded
+    move into an error (the registry already says what happened), so it is a warning.
+    """
     append_registry(client, record)
-    append_local(record)
+    try:
+        append_local(record)
+    except TrainerError as exc:
+        LOGGER.warning("the registry recorded %s of %s, but the local audit copy failed: %s", record.action, record.model_name, exc)

@@ -82,10 +82,16 @@ class Stack:
     _dirs: int = field(default=0)
 
     def env(self, state_dir: Path | None = None, **overrides: str) -> dict[str, str]:
+        """A step's environment; promotions lock on the MLflow backend database (trainer.locks)."""
         if state_dir is None:
             self._dirs += 1
             state_dir = self.tmp / f"state-{self._dirs}"
+        overrides.setdefault("TRAINER_LOCK_DATABASE_URL", self.lock_database_url)
         return step_env(self.s3, self.mlflow.tracking_uri, state_dir, **overrides)
+
+    @property
+    def lock_database_url(self) -> str:
+        return self.postgres.sqlalchemy_uri(MLFLOW_DB)
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         """Read the MLflow tables directly (runs, model_versions, registered_model_aliases, ...)."""

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from integration_support import ARTIFACT_BUCKET, INTEGRATION_GATES, RUNS_BUCKET, SPY_URI, TINY_TRAIN, Stack
+from integration_support import ARTIFACT_BUCKET, INTEGRATION_GATES, MLFLOW_DB, RUNS_BUCKET, SPY_URI, TINY_TRAIN, Stack
 
 pytestmark = pytest.mark.integration
 
 RUN_PREFIX = "SPY/it-smoke"
 RUN_URI = f"s3://{RUNS_BUCKET}/{RUN_PREFIX}"
-MODEL_NAME = "hierarchical-options-SPY"
+MODEL_NAME = "demo.hierarchical-options-SPY"  # the smoke run's profile is demo: never the production model
 CHECKPOINT_FILES = {"sac.zip", "replay_buffer.npz", "controller.pt", "option_buffer.npz", "rng.pt", "state.json", "COMPLETE"}
 
 
@@ -59,7 +59,9 @@ def registered(stack: Stack, trainer_cli, smoke_run: SmokeRun) -> int:
     env = stack.env(smoke_run.state_dir)
     gate = trainer_cli(["gate", "--run", str(smoke_run.run_dir), "--stage", "full", "--gates", str(INTEGRATION_GATES)], env)
     assert gate.code == 0, gate.explain()
-    register = trainer_cli(["register", "--run", str(smoke_run.run_dir), "--actor", "integration-test"], env)
+    register = trainer_cli(
+        ["register", "--run", str(smoke_run.run_dir), "--actor", "integration-test", "--gates", str(INTEGRATION_GATES)], env
+    )
     if register.code != 0 and "invalid choice: 'register'" in register.stderr:
         pytest.skip("`trainer register` is not built yet")
     assert register.code == 0, register.explain()
@@ -168,7 +170,10 @@ def test_promote_with_the_mlflow_server_stopped_fails_fast_and_moves_nothing(
     env = stack.env()
     stack.mlflow.stop()
     try:
-        run = trainer_cli(["promote", "--symbol", "SPY", "--gates", str(INTEGRATION_GATES), "--reason", "it"], env, timeout=120)
+        run = trainer_cli(
+            ["promote", "--symbol", "SPY", "--profile", "demo", "--gates", str(INTEGRATION_GATES), "--reason", "it"],
+            env, timeout=120,
+        )
     finally:
         stack.mlflow.start()  # same port, same PostgreSQL store
     assert run.code == 2, run.explain()
@@ -176,20 +181,24 @@ def test_promote_with_the_mlflow_server_stopped_fails_fast_and_moves_nothing(
     assert run.error_line.startswith("trainer promote: error:"), run.explain()
     assert stack.mlflow.tracking_uri in run.error_line, run.explain()
     assert "Traceback" not in run.stderr, run.explain()
-    # No half promotion: aliases, ledger tags and the promotion lock are as they were.
+    # No half promotion: aliases and ledger tags are as they were.
     assert stack.aliases(MODEL_NAME) == aliases_before
     assert stack.model_tags(MODEL_NAME) == tags_before
-    assert "promotion.lock" not in tags_before
 
 
 def test_promote_moves_the_champion_alias(stack: Stack, trainer_cli, registered: int) -> None:
-    run = trainer_cli(["promote", "--symbol", "SPY", "--gates", str(INTEGRATION_GATES), "--reason", "integration"], stack.env())
+    run = trainer_cli(
+        ["promote", "--symbol", "SPY", "--profile", "demo", "--gates", str(INTEGRATION_GATES), "--reason", "integration"],
+        stack.env(),
+    )
     assert run.code == 0, run.explain()
     assert run.result["version"] == registered and run.result["action"] in ("promote", "noop")
     aliases = stack.aliases(MODEL_NAME)
     assert aliases["champion"] == registered and aliases["challenger"] == registered
     tags = stack.model_tags(MODEL_NAME)
-    assert "promotion.lock" not in tags  # the lock was released
     ledger = [json.loads(value) for key, value in sorted(tags.items()) if key.startswith("ledger.")]
-    assert [record["action"] for record in ledger] == ["register", "challenger", "promote"]
+    assert [record["action"] for record in ledger] == ["register", "challenger", "intent", "promote"]
+    assert ledger[-1]["gates_hash"] == hashlib.sha256(INTEGRATION_GATES.read_bytes()).hexdigest()
+    # The advisory lock was released: no session of this database holds one any more.
+    assert stack.postgres.query(MLFLOW_DB, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0
     assert ledger[-1]["version"] == registered and ledger[-1]["alias"] == "champion"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from trainer.commands.promote import checked_symbol
+from trainer.commands.promote import add_profile_argument, checked_symbol
 from trainer.errors import EXIT_OK
 
 
@@ -14,9 +14,11 @@ def register(subparsers: Any) -> None:
         "registry-status",
         help="show registered versions, aliases and recent alias moves",
         description="List every version of hierarchical-options-<SYMBOL> and phase-a-baseline-<SYMBOL> with "
-        "verdict, tier and aliases, and the last ledger records (from the registry itself).",
+        "verdict, tier and aliases, and the last ledger records (from the registry itself). A pending move "
+        "interrupted by a crash is reconciled first, and said so.",
     )
     parser.add_argument("--symbol", required=True, help="ticker, e.g. SPY")
+    add_profile_argument(parser)
     parser.add_argument("--last", type=int, default=10, metavar="N", help="ledger records to show (default: %(default)s)")
     parser.set_defaults(handler=run)
 
@@ -28,11 +30,13 @@ def run(args: argparse.Namespace) -> int:
 
     from trainer.registry import registry_status
 
-    status = registry_status(symbol, last_records=args.last)
+    status = registry_status(symbol, last_records=args.last, profile=args.profile)
     console = Console()
     if not status["models"]:
         console.print(f"no registered models for {symbol}")
     for model in status["models"]:
+        if model["reconciled"]:
+            console.print(f"[yellow]reconciled[/]: {model['reconciled']}")
         versions = Table(title=model["model_name"])
         for column in ("version", "verdict", "tier", "test sharpe", "data end", "aliases"):
             versions.add_column(column)

@@ -156,6 +156,12 @@ class PipelineSettings(_Strict):
     profiles: dict[str, Profile] = Field(min_length=1)
     local: LocalSettings = Field(default_factory=LocalSettings)
     kubernetes: KubernetesSettings | None = None
+    gates: str = Field(
+        "configs/gates.yaml",
+        description="Gates file (quality gates and promotion policy) that gate, register, report and promote read; "
+        "relative to the repository root, or absolute. The kubernetes backend uses the file of the same name "
+        "in kubernetes.config_dir.",
+    )
     state_dir: str | None = Field(None, description="Filled from TRAINER_STATE_DIR by load_settings.")
     # Base of relative paths: set by load_settings to the folder above the settings file's folder.
     _base_dir: Path = PrivateAttr(default=REPO_ROOT)
@@ -195,6 +201,16 @@ class PipelineSettings(_Strict):
             return f"{self.kubernetes.config_dir.rstrip('/')}/{Path(self.profile(profile).config).name}"
         return str(self.local_config_path(profile))
 
+    def gates_path(self) -> str:
+        """The gates file as the step sees it: the local file, or its copy inside the image.
+
+        Every step that judges a version (gate, register, report, promote) gets this one path, so
+        they all apply the same policy.
+        """
+        if self.backend == "kubernetes":
+            assert self.kubernetes is not None
+            return f"{self.kubernetes.config_dir.rstrip('/')}/{Path(self.gates).name}"
+        return str(self._resolve(self.gates))
 
     def _resolve(self, path: str) -> Path:
         candidate = Path(path)
