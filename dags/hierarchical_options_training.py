@@ -1,7 +1,11 @@
 """Nightly training and gating of the hierarchical options agent, one mapped chain per symbol.
 
 Per symbol: validate_data -> smoke_test -> smoke_gate -> full_train -> evaluate -> quality_gates
--> register_model -> approve_promotion -> promote_model -> publish_report.
+-> register_model -> publish_report -> approve_promotion -> promote_model.
+
+The report comes first, so a reviewer asked to approve (run param `require_approval`, or the gates
+file's `promotion.require_human_approval`) has it in front of them; the question links it, and the
+answer (who, when, comment) goes to `trainer promote` and into the ledger.
 
 Wiring only: the task bodies live in trainer/orchestration/pipeline.py, the step argv in
 trainer/orchestration/specs.py, and the backend (local subprocess or Kubernetes pod) is chosen by
@@ -58,7 +62,7 @@ PARAMS = {
     "require_approval": Param(
         SETTINGS.defaults.require_approval,
         type="boolean",
-        description="Ask a human (Airflow HITL) before moving the champion alias.",
+        description="Ask a human (Airflow HITL) before moving the champion alias, with the report linked.",
     ),
     "data_overrides": Param(
         {},
@@ -124,29 +128,29 @@ def hierarchical_options_training():
 
         # Every task keeps the default all_success rule: inside a mapped task group Airflow 3.3 judges
         # other trigger rules of a not-yet-expanded task against *all* symbols, so one symbol's failure
-        # would stop the others. "Not promoted" (gates failed, rejected, policy) is therefore a result
-        # of promote_model, and publish_report runs for every registered version, promoted or not.
+        # would stop the others. publish_report runs for every registered version, passed or not, and
+        # "not promoted" (gates failed, rejected, policy) is a result of promote_model (see approval.py).
         @task
-        def promote_model(registered: dict, decision: dict, **context) -> dict:
-            return pipeline.promote_model(registered, decision, context)
+        def publish_report(registered: dict, **context) -> dict:
+            return pipeline.publish_report(registered, context)
 
         @task
-        def publish_report(registered: dict, promotion: dict, **context) -> dict:
-            return pipeline.publish_report(registered, promotion, context)
+        def promote_model(published: dict, decision: dict, **context) -> dict:
+            return pipeline.promote_model(published, decision, context)
 
         validated = validate_data(symbol)
         smoke = smoke_test(validated)
         smoke_verdict = smoke_gate(smoke)
         full = full_train(validated, smoke_verdict)
         verdict = quality_gates(evaluate(full))
-        registered = register_model(verdict)
+        published = publish_report(register_model(verdict))
         approval = PromotionApproval(
             task_id="approve_promotion",
-            register_task_id=f"{GROUP}.register_model",
+            report_task_id=f"{GROUP}.publish_report",
             response_timeout=timedelta(days=2),
         )
-        registered >> approval
-        publish_report(registered, promote_model(registered, approval.output))
+        published >> approval
+        promote_model(published, approval.output)
 
     symbol_pipeline.expand(symbol=select_symbols())
 

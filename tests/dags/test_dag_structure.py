@@ -16,7 +16,8 @@ DAG_ID = "hierarchical_options_training"
 
 G = "symbol_pipeline."
 # Upstream task ids of every task in the per-symbol chain (data edges included: full_train reads the
-# validation result, promote_model and publish_report read the registration).
+# validation result, promote_model reads publish_report's result and the decision). The report comes
+# before the question, and the question before the promotion.
 EXPECTED_UPSTREAM = {
     "validate_data": {"select_symbols"},
     "smoke_test": {G + "validate_data"},
@@ -25,9 +26,9 @@ EXPECTED_UPSTREAM = {
     "evaluate": {G + "full_train"},
     "quality_gates": {G + "evaluate"},
     "register_model": {G + "quality_gates"},
-    "approve_promotion": {G + "register_model"},
-    "promote_model": {G + "register_model", G + "approve_promotion"},
-    "publish_report": {G + "register_model", G + "promote_model"},
+    "publish_report": {G + "register_model"},
+    "approve_promotion": {G + "publish_report"},
+    "promote_model": {G + "publish_report", G + "approve_promotion"},
 }
 TRAINING_TASKS = (G + "smoke_test", G + "full_train")
 HEAVY_MODULES = ("torch", "stable_baselines3", "mlflow", "great_expectations", "pandas")
@@ -78,6 +79,10 @@ def test_trigger_rules_and_operators(dag):
 
     approval = dag.get_task(G + "approve_promotion")
     assert isinstance(approval, ApprovalOperator)
+    assert approval.report_task_id == G + "publish_report"
+    # the reviewer's comment is a HITL form field (it travels to the ledger), Reject is the timeout default
+    assert approval.serialized_params["comment"]["schema"]["type"] == "string"
+    assert approval.defaults == [ApprovalOperator.REJECT]
     # all_success everywhere: other rules in a mapped group are judged across all symbols (see approval.py)
     for name in EXPECTED_UPSTREAM:
         assert dag.get_task(G + name).trigger_rule == "all_success", name

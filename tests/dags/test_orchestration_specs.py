@@ -92,11 +92,55 @@ def test_local_train_argv(tmp_path):
         "--set", "checkpoints.freq=1000",
     )
     assert spec.accelerator == "cpu" and spec.resources.gpu == 0
-    assert specs.promote_spec("SPY", 3, "why", settings).argv == (
-        "promote", "--symbol", "SPY", "--version", "3", "--reason", "why"
+
+
+def test_every_judging_step_gets_the_one_gates_file(tmp_path):
+    """gate, register, report and promote all read the gates file of the pipeline settings."""
+    settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
+    gates = str(REPO_ROOT / "configs" / "gates.yaml")
+    assert settings.gates_path() == gates
+    assert specs.gate_spec("/r", "smoke", settings).argv == ("gate", "--run", "/r", "--stage", "smoke", "--gates", gates)
+    assert specs.register_spec("/r", settings).argv == ("register", "--run", "/r", "--gates", gates)
+    assert specs.report_spec("/r", settings).argv == ("report", "--run", "/r", "--gates", gates)
+    # the scheduler's decision: no approver
+    assert specs.promote_spec("SPY", "demo", 3, "why", settings).argv == (
+        "promote", "--symbol", "SPY", "--profile", "demo", "--version", "3", "--reason", "why", "--gates", gates,
     )
+    # inside the image: the copy next to the run configs
+    k8s = load_settings(env={"TRAINER_BACKEND": "kubernetes"})
+    assert k8s.gates_path() == "/app/configs/gates.yaml"
+    assert specs.register_spec("s3://b/r", k8s).argv[-2:] == ("--gates", "/app/configs/gates.yaml")
+    # a pipeline file may name another gates file (relative to the repository root, or absolute)
+    custom = tmp_path / "pipeline.yaml"
+    custom.write_text((REPO_ROOT / "configs" / "pipeline.yaml").read_text().replace(
+        "gates: configs/gates.yaml", "gates: tests/integration/gates_integration.yaml"))
+    assert load_settings(custom, env={}).gates_path() == str(tmp_path.parent / "tests/integration/gates_integration.yaml")
+
+
+def test_promote_argv_carries_the_reviewers_decision(tmp_path):
+    settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
+    approval = specs.Approval("ana reviewer", "2025-03-04T05:06:07.5+01:00", "  report read; Sharpe CI ok  ")
+    argv = specs.promote_spec("SPY", "production", "7", "why", settings, approval).argv
+    assert argv[argv.index("--approved-by") + 1] == "ana reviewer"
+    assert argv[argv.index("--approved-at") + 1] == "2025-03-04T04:06:07.500000+00:00"  # normalised to UTC
+    assert argv[argv.index("--approval-comment") + 1] == "report read; Sharpe CI ok"
+    assert argv[argv.index("--profile") + 1] == "production"
+    # no comment, no flag
+    bare = specs.promote_spec("SPY", "demo", 7, "why", settings, specs.Approval("ana", "2025-03-04T05:06:07Z")).argv
+    assert "--approval-comment" not in bare and bare[bare.index("--approved-at") + 1] == "2025-03-04T05:06:07+00:00"
+    for bad in (
+        dict(approved_by="", approved_at="2025-03-04T05:06:07Z"),
+        dict(approved_by="ana\n--gates=/tmp/lax.yaml", approved_at="2025-03-04T05:06:07Z"),
+        dict(approved_by="ana", approved_at="yesterday"),
+        dict(approved_by="ana", approved_at="2025-03-04T05:06:07"),  # no time zone
+        dict(approved_by="ana", approved_at="2025-03-04T05:06:07Z", comment="x" * (specs.MAX_COMMENT_LENGTH + 1)),
+    ):
+        with pytest.raises(ValueError):
+            specs.Approval(**bad)
     with pytest.raises(ValueError):
-        specs.promote_spec("SPY", "3; rm", "why", settings)
+        specs.promote_spec("SPY", "demo", "3; rm", "why", settings)
+    with pytest.raises(Exception, match="unknown profile"):
+        specs.promote_spec("SPY", "turbo", 3, "why", settings)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,3 +233,67 @@ def test_relative_paths_resolve_against_the_settings_files_root(tmp_path):
     settings = load_settings(root / "configs" / "pipeline.yaml", env={})
     assert settings.local_config_path("demo") == root / "configs" / "phase_b1_options.yaml"
     assert settings.runs_root() == str((root / "state" / "runs").resolve())
+
+
+# ------------------------------------------------------------------------------------------------
+# The decision travels: publish_report -> approval -> promote_model (the step argv, no real steps)
+# ------------------------------------------------------------------------------------------------
+
+
+class _Dag:
+    dag_id = "hierarchical_options_training"
+
+
+def _published(passed: bool = True) -> dict:
+    return {
+        "symbol": "SPY", "profile": "demo", "run_dir": "/runs/SPY/x/demo/full", "run_key": "SPY/x/demo/full",
+        "model_name": "demo.hierarchical-options-SPY", "version": 4, "passed": passed,
+        "report_uri": "runs:/abc/report/report.html", "report_html": "/runs/SPY/x/demo/full/report/report.html",
+    }
+
+
+@pytest.fixture
+def promote_steps(tmp_path, monkeypatch):
+    """pipeline.promote_model with the step replaced by a recorder (the argv it would run)."""
+    from trainer.orchestration import pipeline
+
+    ran = []
+
+    def fake_run_step(spec, context, settings):
+        ran.append(spec.argv)
+        return {"promoted": True, "action": "promote", "version": 4}
+
+    monkeypatch.setattr(pipeline, "run_step", fake_run_step)
+    settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
+    context = {"dag": _Dag(), "run_id": "manual__1"}
+    return lambda published, decision: (pipeline.promote_model(published, decision, context, settings), ran)
+
+
+def test_an_approval_reaches_promote_with_who_when_and_comment(promote_steps):
+    decision = {"asked": True, "approved": True, "decided_by": "ana", "decided_at": "2025-03-04T05:06:07+00:00",
+                "comment": "CI ok", "reason": "Approve by ana at 2025-03-04T05:06:07+00:00: CI ok"}
+    result, ran = promote_steps(_published(), decision)
+    (argv,) = ran
+    assert argv[argv.index("--approved-by") + 1] == "ana"
+    assert argv[argv.index("--approved-at") + 1] == "2025-03-04T05:06:07+00:00"
+    assert argv[argv.index("--approval-comment") + 1] == "CI ok"
+    assert argv[argv.index("--profile") + 1] == "demo" and argv[argv.index("--version") + 1] == "4"
+    reason = argv[argv.index("--reason") + 1]
+    assert "runs:/abc/report/report.html" in reason and "Approve by ana" in reason
+    assert result["promoted"] is True and result["approved_by"] == "ana"
+
+
+def test_the_schedulers_decision_has_no_approver_and_a_rejection_promotes_nothing(promote_steps):
+    scheduler = {"asked": False, "approved": True, "decided_by": None, "decided_at": None, "comment": "",
+                 "reason": "nobody asked"}
+    result, ran = promote_steps(_published(), scheduler)
+    assert result["promoted"] is True and result["approved_by"] is None
+    assert "--approved-by" not in ran[0] and "--approval-comment" not in ran[0]
+
+    ran.clear()
+    rejected = {"asked": True, "approved": False, "decided_by": "ana", "decided_at": "2025-03-04T05:06:07+00:00",
+                "comment": "costs", "reason": "Reject by ana at 2025-03-04T05:06:07+00:00: costs"}
+    result, ran = promote_steps(_published(), rejected)
+    assert ran == [] and result["promoted"] is False and "Reject by ana" in result["reason"]
+    result, ran = promote_steps(_published(passed=False), scheduler)
+    assert ran == [] and result["promoted"] is False and "quality gates failed" in result["reason"]

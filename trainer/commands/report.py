@@ -1,7 +1,9 @@
 """`trainer report`: write a run's review report (Markdown + self-contained HTML) and log it.
 
 Exit 0 written, 2 error. With MLflow (default) the files go under `report/` in the run's artifacts
-and the run's registered versions get a `report_uri` tag.
+and the run's registered versions get a `report_uri` tag. The pipeline runs it before the approval
+question, so the reviewer has the report in front of them; with `--gates` the report shows (and the
+result carries) the promotion policy the same file gives `trainer promote`.
 """
 
 from __future__ import annotations
@@ -17,21 +19,37 @@ def register(subparsers: Any) -> None:
         "report",
         help="write the review report of a run",
         description="Build <run>/report/report.md (PNG plots alongside) and report.html (plots embedded): "
-        "verdict, gate table, equity/drawdown/option plots, statistics with caveats, provenance. "
-        "Missing inputs become 'not available' sections.",
+        "the verdict of every gate and the tier promotion requires; candidate vs champion vs Phase A vs "
+        "buy-and-hold on the same test bars (equity, drawdown, metrics, Sharpe with confidence intervals and "
+        "the Lo (2002) annualisation, Sharpe by year, turnover and costs paid); test-split option usage and "
+        "durations; statistics with caveats; training plots; provenance. Missing inputs become "
+        "'not available' sections.",
     )
     parser.add_argument("--run", required=True, metavar="DIR", help="run directory")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: <run>/report)")
+    parser.add_argument(
+        "--gates", metavar="YAML", default=None,
+        help="gates file whose promotion policy the report shows (the one promote uses); default: not shown",
+    )
     parser.add_argument("--no-mlflow", action="store_true", help="only write the files; do not log them to MLflow")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.evaluation.report import build_report, log_report
+    from trainer.evaluation.report import build_report, load_promotion_terms, log_report
 
-    files = build_report(args.run, args.out)
+    files = build_report(args.run, args.out, gates_file=args.gates)
     args.result = {"report_md": str(files.markdown), "report_html": str(files.html)}
+    if args.gates:
+        terms = load_promotion_terms(args.gates)
+        args.result.update(
+            {"gates": args.gates, "required_tier": terms.required_tier, "require_human_approval": terms.require_human_approval}
+        )
+    logged = None
     if not args.no_mlflow:
-        args.result["report_uri"] = log_report(args.run, files)
-    print(f"report: {files.markdown} and {files.html}" + (f" (logged as {args.result['report_uri']})" if not args.no_mlflow else ""))
+        logged = log_report(args.run, files)
+        args.result["report_uri"] = logged.uri
+        if logged.url:
+            args.result["report_url"] = logged.url
+    print(f"report: {files.markdown} and {files.html}" + (f" (logged as {logged.uri})" if logged else ""))
     return EXIT_OK

@@ -40,35 +40,44 @@ def _equity(returns: pd.Series) -> pd.Series:
     return (1.0 + returns.fillna(0.0)).cumprod()
 
 
-def _return_columns(backtest: pd.DataFrame) -> dict[str, str]:
-    labels = {"candidate_return": "candidate", "buy_and_hold_return": "buy and hold", "baseline_return": "Phase A baseline"}
-    return {col: label for col, label in labels.items() if col in backtest and backtest[col].notna().any()}
+# One colour per strategy, the same in every figure of the report.
+_COLOURS = {"candidate": "tab:blue", "champion": "tab:red", "Phase A baseline": "tab:green", "buy and hold": "tab:gray"}
 
 
-def equity_curve(backtest: pd.DataFrame | None) -> bytes | None:
-    """Growth of 1 over the backtest: candidate vs buy-and-hold vs the Phase A baseline."""
-    if backtest is None or "candidate_return" not in backtest:
+def _usable(series: dict[str, pd.Series] | None) -> dict[str, pd.Series]:
+    return {label: r for label, r in (series or {}).items() if r is not None and r.notna().any()}
+
+
+def equity_curve(series: dict[str, pd.Series] | None) -> bytes | None:
+    """Growth of 1 over the test bars, one line per strategy (candidate, champion, Phase A, buy and hold).
+
+    :param series: label -> per-bar returns on the same (timestamp) index; None or empty: no plot
+    """
+    usable = _usable(series)
+    if not usable:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=_FIGSIZE)
-    for column, label in _return_columns(backtest).items():
-        ax.plot(backtest.index, _equity(backtest[column]), label=label)
-    ax.set_title("Equity curve (test split)")
+    for label, returns in usable.items():
+        ax.plot(returns.index, _equity(returns), label=label, color=_COLOURS.get(label))
+    ax.set_title("Equity curve (test split, same bars)")
     ax.set_ylabel("growth of 1")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
     return _to_png(fig)
 
 
-def drawdown(backtest: pd.DataFrame | None) -> bytes | None:
-    if backtest is None or "candidate_return" not in backtest:
+def drawdown(series: dict[str, pd.Series] | None) -> bytes | None:
+    """Fraction below the running peak, one line per strategy (same input as `equity_curve`)."""
+    usable = _usable(series)
+    if not usable:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=_FIGSIZE)
-    for column, label in _return_columns(backtest).items():
-        equity = _equity(backtest[column])
-        ax.plot(backtest.index, equity / equity.cummax() - 1.0, label=label)
-    ax.set_title("Drawdown (test split)")
+    for label, returns in usable.items():
+        equity = _equity(returns)
+        ax.plot(returns.index, equity / equity.cummax() - 1.0, label=label, color=_COLOURS.get(label))
+    ax.set_title("Drawdown (test split, same bars)")
     ax.set_ylabel("fraction below peak")
     ax.legend(loc="best")
     ax.grid(alpha=0.3)

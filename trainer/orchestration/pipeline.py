@@ -141,6 +141,7 @@ def quality_gates(evaluated: dict[str, Any], context: Any, settings: PipelineSet
         )
     return {
         "symbol": evaluated["symbol"],
+        "profile": evaluated["profile"],
         "run_dir": evaluated["run_dir"],
         "run_key": evaluated["run_key"],
         "passed": passed,
@@ -157,60 +158,83 @@ def register_model(verdict: dict[str, Any], context: Any, settings: PipelineSett
         )
     return {
         "symbol": verdict["symbol"],
+        "profile": verdict["profile"],
         "run_dir": verdict["run_dir"],
         "run_key": verdict["run_key"],
         "model_name": result.get("model_name"),
         "version": result.get("version"),
         "passed": passed,
+        "tier_reached": result.get("tier_reached"),
     }
 
 
+def publish_report(registered: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
+    """Write the review report, log it to MLflow and link it from the model version.
+
+    Runs before the approval, for every registered version (passed or not), so the reviewer has
+    it in front of them and the approval message can link it. The result is the registration
+    plus the report's locations and the promotion policy `trainer report` read from the gates file.
+    """
+    settings = settings or load_settings()
+    result = run_step(specs.report_spec(registered["run_dir"], settings), context, settings)
+    return {
+        **registered,
+        "report_md": result.get("report_md"),
+        "report_html": result.get("report_html"),
+        "report_uri": result.get("report_uri"),
+        "report_url": result.get("report_url"),
+        "required_tier": result.get("required_tier"),
+        "require_human_approval": bool(result.get("require_human_approval")),
+    }
+
+
+def _approval(decision: dict[str, Any]) -> specs.Approval | None:
+    """The reviewer's approval for `trainer promote`; None when the scheduler decided (nobody asked)."""
+    if not decision.get("asked"):
+        return None
+    return specs.Approval(
+        approved_by=decision.get("decided_by") or "",
+        approved_at=decision.get("decided_at") or "",
+        comment=decision.get("comment") or "",
+    )
+
+
 def promote_model(
-    registered: dict[str, Any], decision: dict[str, Any] | None, context: Any, settings: PipelineSettings | None = None
+    published: dict[str, Any], decision: dict[str, Any] | None, context: Any, settings: PipelineSettings | None = None
 ) -> dict[str, Any]:
     """Move `champion` when the gates passed and the approval step said yes; otherwise record why not.
 
-    "Not promoted" is a result (promoted: false, reason), not a skipped task, so publish_report
-    (all_success) still runs for this symbol; see approval.py for why no trigger rules are used.
+    An approval carries the reviewer, the time and the comment to `trainer promote` (and so into
+    the ledger); without one (nobody was asked) the scheduler decides. "Not promoted" is a result
+    (promoted: false, reason), not a skipped or failed task; see approval.py for why no trigger
+    rules are used.
     """
     settings = settings or load_settings()
-    symbol, name = registered["symbol"], f"{registered['model_name']} v{registered['version']}"
+    symbol, name = published["symbol"], f"{published['model_name']} v{published['version']}"
 
     def not_promoted(reason: str) -> dict[str, Any]:
         log.warning("%s NOT promoted: %s", name, reason)
-        return {"symbol": symbol, "version": registered["version"], "promoted": False, "reason": reason}
+        return {"symbol": symbol, "version": published["version"], "promoted": False, "reason": reason}
 
-    if not registered.get("passed"):
+    if not published.get("passed"):
         return not_promoted("quality gates failed; registered with failed gate tags")
     decision = decision or {}
     if not decision.get("approved"):
         return not_promoted(f"approval: {decision.get('reason') or 'no decision recorded'}")
+    approval = _approval(decision)
     reason = (
-        f"airflow {context['dag'].dag_id} run {context['run_id']}: gates passed; "
-        f"{decision.get('reason')} ({registered['run_key']})"
+        f"airflow {context['dag'].dag_id} run {context['run_id']}: gates passed; {decision.get('reason')}; "
+        f"report {published.get('report_uri') or published.get('report_html')} ({published['run_key']})"
     )
-    spec = specs.promote_spec(symbol, registered["version"], reason, settings)
+    spec = specs.promote_spec(symbol, published["profile"], published["version"], reason, settings, approval)
     try:
         result = run_step(spec, context, settings)
     except StepVerdictNo as exc:
-        return not_promoted(f"promotion policy refused: {exc.result.get('reason') or exc.result.get('error') or exc.result}")
+        why = exc.result.get("refused") or exc.result.get("reason") or exc.result.get("error") or exc.result
+        return not_promoted(f"promotion policy refused: {why}")
     scalars = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     log.info("%s promoted to champion: %s", name, scalars)
-    return {"symbol": symbol, "version": registered["version"], "promoted": True, "reason": reason, **scalars}
-
-
-def publish_report(
-    registered: dict[str, Any], promotion: dict[str, Any], context: Any, settings: PipelineSettings | None = None
-) -> dict[str, Any]:
-    """Write the report and attach it to the model version (after promote, so it is the final state)."""
-    settings = settings or load_settings()
-    result = run_step(specs.report_spec(registered["run_dir"], settings), context, settings)
     return {
-        "symbol": registered["symbol"],
-        "model_name": registered["model_name"],
-        "version": registered["version"],
-        "passed": registered["passed"],
-        "promoted": promotion.get("promoted"),
-        "report_md": result.get("report_md"),
-        "report_html": result.get("report_html"),
+        "symbol": symbol, "version": published["version"], "promoted": bool(result.get("promoted", True)),
+        "reason": reason, "approved_by": approval.approved_by if approval else None, **scalars,
     }

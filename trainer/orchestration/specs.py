@@ -8,9 +8,9 @@ part of the argv: each backend adds it with a path it can read back.
 from __future__ import annotations
 
 import json
-
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from trainer import __version__
@@ -22,6 +22,9 @@ Accelerator = Literal["cpu", "gpu"]
 
 _DIGEST_RE = re.compile(r"^(?:[a-z0-9]+:)?([A-Za-z0-9]{12,128})$")
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_APPROVER_LENGTH = 200
+MAX_COMMENT_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -225,7 +228,8 @@ def train_spec(
 
 
 def gate_spec(run_dir: str, stage: Stage, settings: PipelineSettings) -> TaskSpec:
-    return TaskSpec(step=f"{stage}_gate", argv=("gate", "--run", run_dir, "--stage", stage), **_base(settings, "cpu"))
+    argv = ("gate", "--run", run_dir, "--stage", stage, "--gates", settings.gates_path())
+    return TaskSpec(step=f"{stage}_gate", argv=argv, **_base(settings, "cpu"))
 
 
 def evaluate_spec(run_dir: str, settings: PipelineSettings, data: str | None = None) -> TaskSpec:
@@ -234,15 +238,75 @@ def evaluate_spec(run_dir: str, settings: PipelineSettings, data: str | None = N
 
 
 def register_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
-    return TaskSpec(step="register_model", argv=("register", "--run", run_dir), **_base(settings, "cpu"))
-
-
-def promote_spec(symbol: str, version: int | str, reason: str, settings: PipelineSettings) -> TaskSpec:
-    if not str(version).isdigit():
-        raise ValueError(f"model version must be a positive integer, got {version!r}")
-    argv = ("promote", "--symbol", validate_symbol(symbol), "--version", str(version), "--reason", reason)
-    return TaskSpec(step="promote_model", argv=argv, **_base(settings, "cpu"))
+    argv = ("register", "--run", run_dir, "--gates", settings.gates_path())
+    return TaskSpec(step="register_model", argv=argv, **_base(settings, "cpu"))
 
 
 def report_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
-    return TaskSpec(step="publish_report", argv=("report", "--run", run_dir), **_base(settings, "cpu"))
+    """The report reads the same gates file, so it shows the tier promotion requires."""
+    argv = ("report", "--run", run_dir, "--gates", settings.gates_path())
+    return TaskSpec(step="publish_report", argv=argv, **_base(settings, "cpu"))
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A reviewer's approval as `trainer promote` records it in the ledger.
+
+    :param approved_by: the reviewer's name (from the Airflow HITL response)
+    :param approved_at: when they answered, ISO 8601 with a time zone
+    :param comment: their comment ("" for none)
+    """
+
+    approved_by: str
+    approved_at: str
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        name = (self.approved_by or "").strip()
+        if not name or len(name) > MAX_APPROVER_LENGTH or _CONTROL.search(name):
+            raise ValueError(f"approver must be 1-{MAX_APPROVER_LENGTH} printable characters, got {self.approved_by!r}")
+        try:
+            moment = datetime.fromisoformat(self.approved_at)
+        except (TypeError, ValueError):
+            raise ValueError(f"approval time {self.approved_at!r} is not ISO 8601") from None
+        if moment.tzinfo is None:
+            raise ValueError(f"approval time {self.approved_at!r} has no time zone")
+        comment = (self.comment or "").strip()
+        if len(comment) > MAX_COMMENT_LENGTH or "\x00" in comment:
+            raise ValueError(f"approval comment must be at most {MAX_COMMENT_LENGTH} characters without NUL")
+        object.__setattr__(self, "approved_by", name)
+        object.__setattr__(self, "approved_at", moment.astimezone(timezone.utc).isoformat())
+        object.__setattr__(self, "comment", comment)
+
+    def argv(self) -> tuple[str, ...]:
+        comment = ("--approval-comment", self.comment) if self.comment else ()
+        return ("--approved-by", self.approved_by, "--approved-at", self.approved_at, *comment)
+
+
+def promote_spec(
+    symbol: str,
+    profile: str,
+    version: int | str,
+    reason: str,
+    settings: PipelineSettings,
+    approval: Approval | None = None,
+) -> TaskSpec:
+    """`trainer promote` of one version under the gates file's policy.
+
+    With `approval` the reviewer, the time and the comment go to the ledger; without it the
+    promotion is the scheduler's decision (no `--approved-by`), which a policy with
+    `require_human_approval` refuses.
+    """
+    if not str(version).isdigit():
+        raise ValueError(f"model version must be a positive integer, got {version!r}")
+    settings.profile(profile)
+    argv = (
+        "promote",
+        "--symbol", validate_symbol(symbol),
+        "--profile", profile,
+        "--version", str(version),
+        "--reason", reason,
+        "--gates", settings.gates_path(),
+        *(approval.argv() if approval else ()),
+    )
+    return TaskSpec(step="promote_model", argv=argv, **_base(settings, "cpu"))
