@@ -81,7 +81,9 @@ def test_production_renders_network_policies(rendered_sets):
     assert len(policies) == 2
     trainer = next(p for p in policies if p["metadata"]["namespace"] == "trainer")
     ports = {port["port"] for rule in trainer["spec"]["egress"] for port in rule.get("ports", [])}
-    assert ports == {53, 5000, 443}, "trainer egress must be DNS, MLflow and S3 only"
+    assert ports == {53, 5000, 443, 5432}, "trainer egress must be DNS, MLflow, S3 and the lock database only"
+    database = [rule for rule in trainer["spec"]["egress"] if {p["port"] for p in rule["ports"]} == {5432}]
+    assert [peer["ipBlock"]["cidr"] for rule in database for peer in rule["to"]] == ["10.30.0.0/24"]
     assert not [d for d in rendered_sets["default"] if d["kind"] == "NetworkPolicy"]
 
 
