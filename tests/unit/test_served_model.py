@@ -95,24 +95,25 @@ def hierarchical(tmp_path_factory):
 
 
 def gated_run(run_dir: Path, symbol: str, algorithm: str, judged: str) -> Path:
-    """Complete `run_dir` into a gated, evaluated run whose MLflow run exists in the store."""
-    from trainer.registry import registry_client
+    """Complete `run_dir` into a gated, evaluated run whose MLflow run holds the metrics its verdict
+    comes from (the registry recomputes it; tests/support/gates_registry.yaml)."""
+    from support.registry_runs import GATES
+    from trainer.registry import load_policy, registry_client
     from trainer.tracking import configure_mlflow
 
     client = registry_client()
     run_id = client.create_run(configure_mlflow()).info.run_id
+    metrics = {"test.sharpe": 0.5, "champion.present": 0.0, "champion.version": 0.0}
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
     client.set_terminated(run_id)
     (run_dir / "summary.json").write_text(json.dumps({
         "status": "completed", "symbol": symbol, "algorithm": algorithm, "profile": "demo",
         "config_hash": "cfg", "data_digest": "digest", "data_end": "2018-12-31", "code_version": "abc",
         "mlflow_run_id": run_id, "metrics": {},
     }))
-    (run_dir / "gate_full.json").write_text(json.dumps({
-        "stage": "full", "required_tier": "minimum", "passed": True, "tier_reached": "target",
-        "results": [{"id": "test_sharpe_min", "metric": "test.sharpe", "observed": 0.5, "comparison": ">",
-                     "threshold_shown": "0.0", "status": "pass", "tier": "minimum", "blocking": True}],
-    }))
-    (run_dir / "evaluation.json").write_text(json.dumps({"metrics": {"test.sharpe": 0.5}, "model": judged}))
+    (run_dir / "gate_full.json").write_text(json.dumps(load_policy(GATES).judge(metrics).to_dict()))
+    (run_dir / "evaluation.json").write_text(json.dumps({"metrics": metrics, "model": judged}))
     return run_dir
 
 
@@ -121,11 +122,11 @@ def champion(local_store, hierarchical):
     """The registered, promoted version, loaded through its alias as a consumer loads it."""
     import mlflow
 
-    from trainer.evaluation.gates import PromotionPolicy
-    from trainer.registry import promote, register_run
+    from support.registry_runs import GATES
+    from trainer.registry import load_policy, promote, register_run
 
-    version = register_run(gated_run(hierarchical.run_dir, "SPY", "hierarchical_sac", judged="best_model"))
-    promote("SPY", version.version, actor="test", reason="gated", policy=PromotionPolicy())
+    version = register_run(gated_run(hierarchical.run_dir, "SPY", "hierarchical_sac", judged="best_model"), gates=GATES)
+    promote("SPY", version.version, actor="test", reason="gated", policy=load_policy(GATES), profile="demo")
     uri = f"models:/{version.model_name}@champion"
     return SimpleNamespace(uri=uri, model=mlflow.pyfunc.load_model(uri))
 
