@@ -136,7 +136,7 @@ def summarise(state: Path, symbol: str, profile: str, env: dict[str, str]) -> No
     if probe.returncode != 0:
         print("`trainer registry-status` is not available in this build; open the MLflow UI below instead")
     else:
-        _run([str(trainer), "registry-status", "--symbol", symbol], env)
+        _run([str(trainer), "registry-status", "--symbol", symbol, "--profile", profile], env)
 
     db = state / "mlflow" / "mlflow.db"
     print("\n==== look around ====")

@@ -877,9 +877,11 @@ def registry_status(symbol: str, last_records: int = 10, profile: str = PRODUCTI
             versions = []
             for mv in sorted(client.search_model_versions(f"name = '{name}'"), key=lambda m: int(m.version)):
                 info = VersionInfo.from_model_version(mv)
+                # A Phase A baseline version is a reference for evaluation, never gated or promoted.
+                is_baseline = info.tags.get("kind") == "phase_a_baseline"
                 versions.append({
                     "version": info.version,
-                    "verdict": "passed" if info.passed else "failed",
+                    "verdict": "baseline" if is_baseline else ("passed" if info.passed else "failed"),
                     "tier_reached": info.tier_reached,
                     "test_sharpe": None if math.isnan(info.metric("test.sharpe")) else info.metric("test.sharpe"),
                     "data_end": info.data_end,

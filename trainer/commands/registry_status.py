@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         for column in ("version", "verdict", "tier", "test sharpe", "data end", "aliases"):
             versions.add_column(column)
         for v in model["versions"]:
-            style = "green" if v["verdict"] == "passed" else "red"
+            style = {"passed": "green", "baseline": "blue"}.get(v["verdict"], "red")
             sharpe = "n/a" if v["test_sharpe"] is None else f"{v['test_sharpe']:.3f}"
             versions.add_row(str(v["version"]), f"[{style}]{v['verdict']}[/]", v["tier_reached"], sharpe,
                              v["data_end"], ", ".join(v["aliases"]))
