@@ -1,4 +1,9 @@
-"""Fault injection for the crash and race tests of the registry: named points in promote/rollback.
+"""Fault injection for the crash, race and resume tests: named points in promote, rollback and training.
+
+Points: `promote.locked`, `promote.intent_written`, `promote.before_alias`, `promote.alias_moved`,
+`promote.recorded`; `rollback.intent_written`, `rollback.challenger_dropped`, `rollback.alias_moved`,
+`rollback.recorded`; `train.step.<n>` (inside env step n) and `train.checkpoint.<n>` (once
+checkpoint n is complete and pushed).
 
 `TRAINER_FAULTS` holds `point=action` pairs separated by `;`, for example
 `promote.alias_moved=kill` (SIGKILL this process right after the alias moved) or

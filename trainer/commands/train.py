@@ -29,7 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--eval-freq", type=int, help="env steps between evaluations (overrides training.eval_freq)")
     parser.add_argument("--seed", type=int, help="global seed (overrides training.seed)")
     parser.add_argument("--output-dir", help="run directory, local path or s3://bucket/prefix (default: state/runs/<symbol>/<name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint; no-op when the run already completed")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint, exactly where it stopped (refused when "
+                        "--n-envs, sac.buffer_size or options.option_buffer_size differ from the checkpoint's); "
+                        "no-op when the run already completed")
     parser.add_argument("--profile", default="adhoc", help="pipeline profile recorded on the run (demo, production, ...)")
     parser.add_argument("--stage", default="full", choices=["smoke", "full", "baseline"], help="pipeline stage recorded on the run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",

@@ -108,6 +108,30 @@ class TradingEnv(gym.Env):
             added = abs(target) - abs(old)
             self._entry_price = (self._entry_price * abs(old) + price * added) / abs(target)
 
+    def get_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue this episode where it stopped: the bar, the
+        episode's end, the portfolio and `np_random` (so the next episode starts at the same bar)."""
+        return {
+            "t": self._t,
+            "end": self._end,
+            "position": self._position,
+            "entry_price": self._entry_price,
+            "time_in_position": self._time_in_position,
+            "equity": self._equity,
+            "peak": self._peak,
+            "last": dict(self._last),
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Put back what `get_state` returned (checkpoint resume)."""
+        self._t, self._end = int(state["t"]), int(state["end"])
+        self._position, self._entry_price = float(state["position"]), float(state["entry_price"])
+        self._time_in_position = int(state["time_in_position"])
+        self._equity, self._peak = float(state["equity"]), float(state["peak"])
+        self._last = dict(state["last"])
+        self.np_random.bit_generator.state = state["np_random"]
+
     def market_state(self) -> MarketState:
         """Typed view of the current state (the same numbers the observation carries)."""
         return self.layout.market_state(self._get_obs())

@@ -99,6 +99,8 @@ class HierarchicalSAC:
             "monitor": self.monitor.state_dict(),
             "totals": self.option_env.totals.state_dict(),
             "terminations": self.option_env.terminations,
+            # the controller trains every train_freq vectorised steps counted by this callback
+            "controller_training_calls": self.controller_training.n_calls,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -106,6 +108,15 @@ class HierarchicalSAC:
         self.option_env.totals.load_state_dict(state["totals"])
         for option, counts in state["terminations"].items():
             self.option_env.terminations[option].update(counts)
+        # absent from checkpoints written before resume continued the controller's schedule
+        self.controller_training.n_calls = int(state.get("controller_training_calls", 0))
+
+    def rollout_state(self) -> dict:
+        """The in-flight options of every env (OptionVecEnv.rollout_state), for an exact resume."""
+        return self.option_env.rollout_state()
+
+    def load_rollout_state(self, state: dict) -> None:
+        self.option_env.load_rollout_state(state)
 
     def save_controller(self, path: Path) -> None:
         torch.save(self.learner.state_dict(), path)

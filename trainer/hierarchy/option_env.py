@@ -16,6 +16,7 @@ stale option.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -231,6 +232,28 @@ class OptionVecEnv(VecEnvWrapper):
             state.memory = {}
             self.window.selections[option] += 1
             self.totals.selections[option] += 1
+
+    # ---------------------------------------------------------------- resume
+
+    def rollout_state(self) -> dict:
+        """What a resumed run needs to continue mid-option: each env's option state (active option,
+        steps in it, accumulated reward, start state and mask, option memory, how it was chosen),
+        the termination RNG, the open monitor window's counters and the last env observation.
+        Arrays and dicts as they are (the checkpoint pickles them with torch.save)."""
+        return {
+            "env_states": [copy.deepcopy(vars(state)) for state in self.env_states],
+            "rng": self.rng.bit_generator.state,
+            "window": self.window.state_dict(),
+            "last_obs": None if self._last_obs is None else self._last_obs.copy(),
+        }
+
+    def load_rollout_state(self, state: dict) -> None:
+        if len(state["env_states"]) != self.num_envs:
+            raise ValueError(f"option state of {len(state['env_states'])} envs cannot be loaded into {self.num_envs}")
+        self.env_states = [OptionEnvState(**copy.deepcopy(saved)) for saved in state["env_states"]]
+        self.rng.bit_generator.state = state["rng"]
+        self.window.load_state_dict(state["window"])
+        self._last_obs = None if state["last_obs"] is None else np.array(state["last_obs"], copy=True)
 
     # ---------------------------------------------------------------- observations
 

@@ -135,9 +135,11 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
         raise
     if status == "preempted":
         storage.push()
+        steps = session.last_checkpoint_steps
+        where = f"checkpoint of step {steps} written" if steps is not None else "no new checkpoint written"
         raise PreemptedError(
-            f"preempted at step {session.sac.num_timesteps}; checkpoint written under {output}/checkpoints; "
-            "run again with --resume"
+            f"preempted at step {steps if steps is not None else session.sac.num_timesteps}; {where} under "
+            f"{output}/checkpoints; run again with --resume"
         )
     summary = session.write_outputs(status, identity)
     if session.tracker:

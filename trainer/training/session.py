@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
+from trainer import faults
 from trainer.agent import Agent
 from trainer.config import OPTION_NAMES, TrainerConfig
 from trainer.envs.factory import MarketData, check_observation, make_vec_env
@@ -69,6 +70,8 @@ class TrainingSession:
         self.preempted = False
         self.aborted_reason: str | None = None
         self.after_checkpoint = None  # e.g. RunStorage.push, so S3 holds every checkpoint
+        self.last_checkpoint_steps: int | None = None
+        self._train_started: float | None = None
 
     @property
     def agent(self) -> Agent:
@@ -91,23 +94,42 @@ class TrainingSession:
     # ---------------------------------------------------------------- resume
 
     def restore(self, checkpoint: Path) -> None:
-        """Load a complete checkpoint into this freshly built session."""
+        """Load a complete checkpoint into this freshly built session, so training continues as if
+        it had never stopped: same envs mid-episode, same options mid-way, same observations, same
+        RNG streams. A resume that changes n_envs or a buffer size is refused (TrainerError)."""
+        import torch
         from stable_baselines3 import SAC
 
+        saved = checkpoints.read_state(checkpoint)
+        checkpoints.check_resume_settings(checkpoint, saved.get("settings"), self.config)
         env = self.hierarchy.option_env if self.hierarchy else self.train_env
-        self.sac = SAC.load(checkpoint / "sac.zip", env=env, device=self.sac.device)
+        # force_reset=False keeps the saved _last_obs / _last_episode_starts, so learn() continues
+        # the open episodes instead of resetting every env.
+        self.sac = SAC.load(checkpoint / "sac.zip", env=env, device=self.sac.device, force_reset=False)
         if (checkpoint / "replay_buffer.npz").exists():
             checkpoints.load_replay(self.sac.replay_buffer, checkpoint / "replay_buffer.npz")
+        else:
+            LOGGER.warning("%s holds no replay buffer (checkpoints.save_replay_buffer false): SAC resumes with "
+                           "an empty one, so the run will not match an uninterrupted one", checkpoint)
         if self.hierarchy:
             self.hierarchy.model = self.sac
             self.hierarchy.load_controller(checkpoint / "controller.pt")
             self.hierarchy.option_buffer.load(checkpoint / "option_buffer.npz")
-        import torch
-
+        rollout_path = checkpoint / "rollout.pt"
+        if rollout_path.exists():
+            rollout = torch.load(rollout_path, weights_only=False)
+            checkpoints.restore_env_state(self.train_env, rollout["envs"])
+            if self.hierarchy:
+                self.hierarchy.load_rollout_state(rollout["options"])
+        else:  # written before rollout.pt existed: the envs restart their episodes
+            LOGGER.warning("%s has no rollout.pt (older trainer): every env starts a new episode", checkpoint)
+            self.sac._last_obs = None
+        # Last: SAC.load seeded the global RNGs and the action space with the run's seed.
         checkpoints.restore_rng_state(
-            torch.load(checkpoint / "rng.pt", weights_only=False), self.hierarchy.option_env.rng if self.hierarchy else None
+            torch.load(checkpoint / "rng.pt", weights_only=False),
+            self.hierarchy.option_env.rng if self.hierarchy else None,
+            self.sac.action_space,
         )
-        saved = checkpoints.read_state(checkpoint)
         self.state = RunState(
             eval_history=saved["eval_history"],
             best_eval_sharpe=saved["best_eval_sharpe"] if saved["best_eval_sharpe"] is not None else -math.inf,
@@ -119,12 +141,14 @@ class TrainingSession:
         LOGGER.info("resumed from %s at step %d", checkpoint, self.sac.num_timesteps)
 
     def checkpoint_state(self) -> dict:
+        elapsed = time.monotonic() - self._train_started if self._train_started is not None else 0.0
         state = {
             "eval_history": self.state.eval_history,
             "best_eval_sharpe": None if math.isinf(self.state.best_eval_sharpe) else self.state.best_eval_sharpe,
             "mlflow_run_id": self.state.mlflow_run_id,
-            "wall_seconds": self.state.wall_seconds,
+            "wall_seconds": self.state.wall_seconds + elapsed,
             "hierarchy": self.hierarchy.state_dict() if self.hierarchy else None,
+            "settings": checkpoints.resume_settings(self.config),
         }
         return state
 
@@ -135,7 +159,7 @@ class TrainingSession:
         done = int(self.sac.num_timesteps)
         remaining = total_timesteps - done
         previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        started = time.monotonic()
+        started = self._train_started = time.monotonic()
         try:
             if remaining > 0:
                 periodic = PeriodicCallback(self)
@@ -149,6 +173,7 @@ class TrainingSession:
         finally:
             signal.signal(signal.SIGTERM, previous)
             self.state.wall_seconds += time.monotonic() - started
+            self._train_started = None
         if self.preempted:
             return "preempted"
         if self.hierarchy and self.hierarchy.monitor.aborted_reason:
@@ -158,21 +183,27 @@ class TrainingSession:
         return "completed"
 
     def _on_sigterm(self, signum, frame) -> None:
-        LOGGER.warning("SIGTERM received: writing a checkpoint and stopping (exit 75, retry with --resume)")
+        LOGGER.warning("SIGTERM received: finishing the step, writing a checkpoint and stopping "
+                       "(exit 75, retry with --resume)")
         self.preempted = True
 
     def write_checkpoint(self) -> None:
+        """A checkpoint of the session as it is now; call it only between two SB3 rollouts
+        (PeriodicCallback does), where every stored step is complete."""
         cfg = self.config.checkpoints
+        steps = int(self.sac.num_timesteps)
         checkpoints.write_checkpoint(
             self.checkpoint_root,
-            int(self.sac.num_timesteps),
+            steps,
             self,
             self.checkpoint_state(),
             cfg.keep_last,
             cfg.save_replay_buffer,
         )
+        self.last_checkpoint_steps = steps
         if self.after_checkpoint:
             self.after_checkpoint()
+        faults.fault_point(f"train.checkpoint.{steps}")
 
     # ---------------------------------------------------------------- evaluation
 
@@ -282,7 +313,18 @@ class TrainingSession:
 
 
 class PeriodicCallback(BaseCallback):
-    """Every step: finite SAC losses, SIGTERM. On schedule: evaluation, checkpoints, monitor logging."""
+    """Every step: finite SAC losses, SIGTERM. On schedule: evaluation, checkpoints, monitor logging.
+
+    SB3 calls `on_step` right after `env.step`, before the step's transition is stored and
+    `_last_obs` moves on (OffPolicyAlgorithm.collect_rollouts), and the gradient step comes after
+    the rollout. A checkpoint taken in `on_step` would miss that step, so `on_step` only marks a
+    checkpoint due (on schedule, or on SIGTERM) and it is written at the next point where SB3's
+    state is whole: the start of the next rollout, or the end of training. After a SIGTERM
+    checkpoint the next step's `on_step` stops training.
+
+    Fault points (trainer/faults.py, for the resume tests): `train.step.<n>` inside step n,
+    `train.checkpoint.<n>` once checkpoint n is complete and pushed.
+    """
 
     def __init__(self, session: TrainingSession):
         super().__init__()
@@ -291,6 +333,9 @@ class PeriodicCallback(BaseCallback):
         self.eval_freq = cfg.training.eval_freq
         self.checkpoint_freq = cfg.checkpoints.freq
         self._logged_windows = 0
+        self._checkpoint_due = False
+        self._stop = False  # a SIGTERM checkpoint was written
+        self._rollout_whole = False  # the last rollout ran to its end (no callback stopped it)
 
     def _init_callback(self) -> None:
         # SB3 sets the callback's own num_timesteps only at the first step; the model's is current
@@ -302,6 +347,9 @@ class PeriodicCallback(BaseCallback):
             self._logged_windows = len(self.session.hierarchy.monitor.records)
 
     def _on_step(self) -> bool:
+        if self._stop:
+            return False
+        faults.fault_point(f"train.step.{self.num_timesteps}")
         session = self.session
         values = self.model.logger.name_to_value
         for key in SAC_LOSS_KEYS:
@@ -315,13 +363,35 @@ class PeriodicCallback(BaseCallback):
         if self.num_timesteps >= self._next_eval:
             self._next_eval += self.eval_freq
             session.evaluate()
-        if session.preempted:
-            session.write_checkpoint()
-            return False
         if self.num_timesteps >= self._next_ckpt:
             self._next_ckpt += self.checkpoint_freq
-            session.write_checkpoint()
+            self._checkpoint_due = True
+        if session.preempted:
+            self._checkpoint_due = True
         return True
+
+    def _on_rollout_start(self) -> None:
+        self._rollout_whole = False
+        self._write_due_checkpoint()
+
+    def _on_rollout_end(self) -> None:
+        self._rollout_whole = True
+
+    def _on_training_end(self) -> None:
+        # The last step's rollout ended and its gradient step ran; a rollout another callback
+        # stopped (collapse abort) is not whole, and its run ends without a checkpoint.
+        if self._rollout_whole:
+            if self.session.preempted:  # SIGTERM during the last gradient step
+                self._checkpoint_due = True
+            self._write_due_checkpoint()
+
+    def _write_due_checkpoint(self) -> None:
+        if not self._checkpoint_due:
+            return
+        self._checkpoint_due = False
+        self.session.write_checkpoint()
+        if self.session.preempted:
+            self._stop = True
 
 
 class ProgressCallback(BaseCallback):
