@@ -3,6 +3,19 @@
 Per symbol: validate_data -> smoke_test -> smoke_gate -> full_train -> evaluate -> quality_gates
 -> register_model -> publish_report -> approve_promotion -> promote_model.
 
+Scale and admission (configs/pipeline.yaml `concurrency`, `priority`, `kubernetes.gpu_pool`/`cpu_pool`):
+up to `max_symbols` symbols a run; `max_active_tasks` per run, `max_active_tis_per_dagrun` per mapped
+task and `max_active_tis_per_dag` on the MLflow-registry writers keep the API server and MLflow within
+bounds; with the kubernetes backend full training runs in the GPU pool (one slot per GPU) at a higher
+absolute priority than the CPU steps, which have their own pool.
+
+A waiting approval holds the schedule back at most `approval.response_timeout_hours` (then Reject),
+shorter than the shortest gap between scheduled runs (checked when the settings load).
+`concurrency.max_active_runs` stays 1 until training takes a lease on its run key: two active runs
+of one symbol would train the same run directory at once. Promotions from concurrent runs would be
+safe already: every champion move takes the registry's per-model lock and re-reads the champion
+inside it, refusing a stale comparison (trainer/registry.py).
+
 The report comes first, so a reviewer asked to approve (run param `require_approval`, or the gates
 file's `promotion.require_human_approval`) has it in front of them; the question links it, and the
 answer (who, when, comment) goes to `trainer promote` and into the ledger.
@@ -35,7 +48,33 @@ TRAINING_RETRIES = {
     "retry_exponential_backoff": 2.0,  # 1, 2, 4 ... x delay, capped below
     "max_retry_delay": timedelta(seconds=_retry.max_delay_seconds),
 }
-LONGEST_FULL_RUN = timedelta(minutes=max(p.full_timeout_minutes for p in SETTINGS.profiles.values()))
+_limits = SETTINGS.concurrency
+
+
+def _limit(step: str) -> timedelta:
+    """execution_timeout of one try: the longest over the profiles (the pod's deadline is the run's own)."""
+    return timedelta(seconds=SETTINGS.timeout_seconds(step))
+
+
+def _admission(accelerator: str) -> dict:
+    """Pool (kubernetes backend only), absolute priority and per-run fan-out of a mapped trainer step."""
+    pool = SETTINGS.pools().get(accelerator)
+    gpu = accelerator == "gpu"
+    admission = {
+        "priority_weight": SETTINGS.priority.gpu if gpu else SETTINGS.priority.cpu,
+        "weight_rule": "absolute",
+        "max_active_tis_per_dagrun": _limits.max_active_tis_per_dagrun,
+    }
+    if pool is not None:
+        assert SETTINGS.kubernetes is not None
+        admission["pool"] = pool.name
+        admission["pool_slots"] = SETTINGS.kubernetes.gpu_pool_slots_per_task if gpu else 1
+    return admission
+
+
+CPU_STEP = _admission("cpu")
+GPU_STEP = _admission("gpu")
+MLFLOW_WRITER = {**CPU_STEP, "max_active_tis_per_dag": _limits.mlflow_writers}
 
 PARAMS = {
     "symbols": Param(
@@ -43,7 +82,7 @@ PARAMS = {
         type="array",
         items={"type": "string", "pattern": SYMBOL_PATTERN, "minLength": 1, "maxLength": 15},
         minItems=1,
-        maxItems=50,
+        maxItems=_limits.max_symbols,
         uniqueItems=True,
         description="Tickers to train, one mapped chain each (A-Z, 0-9, '.', '-').",
     ),
@@ -80,8 +119,9 @@ PARAMS = {
     schedule=SETTINGS.schedule,
     start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
     catchup=False,
-    # One run at a time: two runs must never promote the same symbol concurrently (champion alias race).
-    max_active_runs=1,
+    # More than one run: a waiting approval must not hold back the nightly run (see the docstring).
+    max_active_runs=_limits.max_active_runs,
+    max_active_tasks=_limits.max_active_tasks,
     tags=["training", "rl", "hierarchical-options", "mlflow"],
     params=PARAMS,
     default_args={
@@ -98,31 +138,31 @@ def hierarchical_options_training():
 
     @task_group(group_id=GROUP)
     def symbol_pipeline(symbol: str):
-        @task
+        @task(execution_timeout=_limit("validate_data"), **CPU_STEP)
         def validate_data(symbol: str, **context) -> dict:
             return pipeline.validate_data(symbol, context)
 
-        @task(execution_timeout=timedelta(hours=1), **TRAINING_RETRIES)
+        @task(execution_timeout=_limit("smoke_train"), **CPU_STEP, **TRAINING_RETRIES)
         def smoke_test(validated: dict, **context) -> dict:
             return pipeline.train(validated, "smoke", context)
 
-        @task
+        @task(execution_timeout=_limit("smoke_gate"), **CPU_STEP)
         def smoke_gate(smoke: dict, **context) -> dict:
             return pipeline.smoke_gate(smoke, context)
 
-        @task(execution_timeout=LONGEST_FULL_RUN, **TRAINING_RETRIES)
+        @task(execution_timeout=_limit("full_train"), **GPU_STEP, **TRAINING_RETRIES)
         def full_train(validated: dict, smoke_verdict: dict, **context) -> dict:
             return pipeline.train(validated, "full", context)
 
-        @task
+        @task(execution_timeout=_limit("evaluate"), **CPU_STEP)
         def evaluate(full: dict, **context) -> dict:
             return pipeline.evaluate(full, context)
 
-        @task
+        @task(execution_timeout=_limit("full_gate"), **CPU_STEP)
         def quality_gates(evaluated: dict, **context) -> dict:
             return pipeline.quality_gates(evaluated, context)
 
-        @task
+        @task(execution_timeout=_limit("register_model"), **MLFLOW_WRITER)
         def register_model(verdict: dict, **context) -> dict:
             return pipeline.register_model(verdict, context)
 
@@ -130,11 +170,11 @@ def hierarchical_options_training():
         # other trigger rules of a not-yet-expanded task against *all* symbols, so one symbol's failure
         # would stop the others. publish_report runs for every registered version, passed or not, and
         # "not promoted" (gates failed, rejected, policy) is a result of promote_model (see approval.py).
-        @task
+        @task(execution_timeout=_limit("publish_report"), **MLFLOW_WRITER)
         def publish_report(registered: dict, **context) -> dict:
             return pipeline.publish_report(registered, context)
 
-        @task
+        @task(execution_timeout=_limit("promote_model"), **MLFLOW_WRITER)
         def promote_model(published: dict, decision: dict, **context) -> dict:
             return pipeline.promote_model(published, decision, context)
 
@@ -147,7 +187,8 @@ def hierarchical_options_training():
         approval = PromotionApproval(
             task_id="approve_promotion",
             report_task_id=f"{GROUP}.publish_report",
-            response_timeout=timedelta(days=2),
+            # Shorter than the gap between scheduled runs; no pool: a deferred question holds no slot.
+            response_timeout=timedelta(hours=SETTINGS.approval.response_timeout_hours),
         )
         published >> approval
         promote_model(published, approval.output)

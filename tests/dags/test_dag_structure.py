@@ -6,9 +6,13 @@ import json
 import subprocess
 import sys
 
+from datetime import timedelta
+from itertools import pairwise
+from pathlib import Path
+
 import pytest
 
-from pathlib import Path
+from trainer.orchestration.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -33,6 +37,9 @@ EXPECTED_UPSTREAM = {
 TRAINING_TASKS = (G + "smoke_test", G + "full_train")
 HEAVY_MODULES = ("torch", "stable_baselines3", "mlflow", "great_expectations", "pandas")
 KPO_MODULE = "airflow.providers.cncf.kubernetes.operators.pod"
+SETTINGS = load_settings(env={})
+CPU_STEPS = [name for name in EXPECTED_UPSTREAM if name not in ("full_train", "approve_promotion")]
+MLFLOW_WRITERS = ("register_model", "publish_report", "promote_model")
 
 
 def test_dagbag_imports_without_errors(dag):
@@ -43,7 +50,8 @@ def test_dagbag_imports_without_errors(dag):
 def test_dag_settings(dag):
     assert dag.tags and {"training", "rl"} <= set(dag.tags)
     assert dag.catchup is False
-    assert dag.max_active_runs == 1
+    assert dag.max_active_runs == SETTINGS.concurrency.max_active_runs == 1  # until the run-key lease exists
+    assert dag.max_active_tasks == SETTINGS.concurrency.max_active_tasks == 64
     assert dag.start_date is not None and dag.start_date.year == 2025
     assert dag.timetable.expression == "30 22 * * 1-5"  # the cron from configs/pipeline.yaml
 
@@ -86,6 +94,109 @@ def test_trigger_rules_and_operators(dag):
     # all_success everywhere: other rules in a mapped group are judged across all symbols (see approval.py)
     for name in EXPECTED_UPSTREAM:
         assert dag.get_task(G + name).trigger_rule == "all_success", name
+
+
+# ------------------------------------------------------------------------------------------------
+# Admission: GPU pool and priority, concurrency limits, an approval that cannot block the schedule
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s_dag(monkeypatch_module):
+    """The DAG as the kubernetes backend parses it (a fresh DagBag re-reads the settings)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch_module.setenv("TRAINER_BACKEND", "kubernetes")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}, bag.import_errors
+    return bag.dags[DAG_ID]
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_full_training_runs_in_the_gpu_pool_first(k8s_dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    k8s = load_settings(env={"TRAINER_BACKEND": "kubernetes"}).kubernetes
+    assert k8s is not None
+    # the scheduler's view of the tasks (what it orders queued task instances by)
+    k8s_dag = DagSerialization.from_dict(DagSerialization.to_dict(k8s_dag))
+    full = k8s_dag.get_task(G + "full_train")
+    assert full.pool == k8s.gpu_pool.name == "trainer_gpu"
+    assert full.pool_slots == k8s.gpu.resources.gpu == 1 <= k8s.gpu_pool.slots
+    for name in CPU_STEPS:
+        task = k8s_dag.get_task(G + name)
+        assert task.pool == k8s.cpu_pool.name == "trainer_cpu", name
+        assert task.pool_slots == 1, name
+        assert type(task.weight_rule).__name__ == type(full.weight_rule).__name__ == "_AbsolutePriorityWeightStrategy"
+        # absolute weights: the task's own weight is its priority, whatever lies downstream
+        assert full.priority_weight > task.priority_weight, name
+    assert full.priority_weight == SETTINGS.priority.gpu and SETTINGS.priority.gpu > SETTINGS.priority.cpu
+    # the question is deferred, not a pod: it holds no pool slot while it waits
+    assert k8s_dag.get_task(G + "approve_promotion").pool == "default_pool"
+
+
+def test_the_gpu_pool_must_fit_one_full_training_pod(tmp_path):
+    from trainer.orchestration.settings import SettingsError
+
+    text = (REPO / "configs" / "pipeline.yaml").read_text()
+    bad = tmp_path / "pipeline.yaml"
+    two_gpus = 'resources: {cpu: "8", memory: 32Gi, gpu: 2}'
+    bad.write_text(text.replace('resources: {cpu: "8", memory: 32Gi, gpu: 1}', two_gpus))
+    assert two_gpus in bad.read_text()
+    with pytest.raises(SettingsError, match="gpu_pool.slots"):
+        load_settings(bad, env={"TRAINER_BACKEND": "kubernetes"})
+
+
+def test_local_backend_uses_no_trainer_pools(dag):
+    """Nobody creates trainer pools for a laptop run; a task in a missing pool would never be scheduled."""
+    for name in CPU_STEPS + ["full_train"]:
+        assert dag.get_task(G + name).pool == "default_pool", name
+    assert dag.get_task(G + "full_train").priority_weight > dag.get_task(G + "validate_data").priority_weight
+
+
+def test_concurrency_limits_on_the_mapped_tasks(dag):
+    limits = SETTINGS.concurrency
+    for name in CPU_STEPS + ["full_train"]:
+        task = dag.get_task(G + name)
+        assert task.max_active_tis_per_dagrun == limits.max_active_tis_per_dagrun == 32, name
+        assert task.execution_timeout is not None, name
+    for name in MLFLOW_WRITERS:
+        assert dag.get_task(G + name).max_active_tis_per_dag == limits.mlflow_writers == 8, name
+    assert dag.params.get_param("symbols").schema["maxItems"] == limits.max_symbols >= 500
+
+
+def test_a_waiting_approval_ends_before_the_next_scheduled_run(dag, serialized_dag):
+    """A response timeout shorter than every gap between two nightly runs: a waiting approval delays
+    the next scheduled run by less than the schedule's own interval."""
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    approval = dag.get_task(G + "approve_promotion")
+    assert approval.response_timeout == timedelta(hours=SETTINGS.approval.response_timeout_hours)
+    restriction = TimeRestriction(earliest=dag.start_date, latest=None, catchup=True)
+    last: DataInterval | None = None
+    fires = []
+    for _ in range(40):  # eight weeks of weekday runs, weekends included
+        info = serialized_dag.timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)
+        fires.append(info.run_after)
+        last = info.data_interval
+    shortest = min(b - a for a, b in pairwise(fires))
+    assert shortest == timedelta(days=1)
+    assert approval.response_timeout < shortest
+
+
+def test_an_approval_timeout_as_long_as_the_schedule_gap_is_refused(tmp_path):
+    from trainer.orchestration.settings import SettingsError
+
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text((REPO / "configs" / "pipeline.yaml").read_text().replace("response_timeout_hours: 20", "response_timeout_hours: 24"))
+    with pytest.raises(SettingsError, match="response_timeout_hours"):
+        load_settings(bad, env={})
+    assert load_settings(bad, env={"TRAINER_SCHEDULE": "none"}).approval.response_timeout_hours == 24
 
 
 # ------------------------------------------------------------------------------------------------

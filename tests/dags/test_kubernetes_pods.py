@@ -134,3 +134,85 @@ def test_operator_settings(settings):
     assert op.startup_timeout_seconds == 900
     assert op.do_xcom_push is True
     assert op.image == "ghcr.io/example/hierarchical-options-trainer:0.1.0"
+
+
+# ------------------------------------------------------------------------------------------------
+# Pod lifecycle and supply fields: grace period, deadline, priority class, scratch, pull secrets, sidecar
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def operated(tmp_path_factory):
+    """configs/pipeline.yaml with priority classes, pull secrets and a sidecar image of our own."""
+    from trainer.orchestration.settings import REPO_ROOT
+
+    text = (REPO_ROOT / "configs" / "pipeline.yaml").read_text()
+    replaced = (
+        text.replace("image_pull_secrets: []", "image_pull_secrets: [regcred, mirror-cred]")
+        .replace(
+            "xcom_sidecar_image: null",
+            "xcom_sidecar_image: {repository: registry.example/tools/busybox, tag: '1.37', pull_policy: Always}",
+        )
+        .replace("    priority_class_name: null\n    scratch_size: 10Gi", "    priority_class_name: trainer-cpu\n    scratch_size: 10Gi")
+        .replace("    priority_class_name: null\n    scratch_size: 20Gi", "    priority_class_name: trainer-gpu\n    scratch_size: 20Gi")
+    )
+    for new in ("regcred", "busybox", "trainer-cpu", "trainer-gpu"):
+        assert new in replaced, new
+    path = tmp_path_factory.mktemp("pipeline") / "configs" / "pipeline.yaml"
+    path.parent.mkdir()
+    path.write_text(replaced)
+    return load_settings(path, env={"TRAINER_BACKEND": "kubernetes"})
+
+
+def _sidecar(manifest):
+    (container,) = [c for c in manifest["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar"]
+    return container
+
+
+@pytest.mark.parametrize(("stage", "deadline", "priority", "scratch"), [
+    ("full", 720 * 60, "trainer-gpu", "20Gi"),
+    ("smoke", 60 * 60, "trainer-cpu", "10Gi"),
+])
+def test_pod_lifecycle_fields(operated, stage, deadline, priority, scratch):
+    spec, _ = _train(operated, stage)
+    manifest = _manifest(spec, operated)
+    pod = manifest["spec"]
+    # SIGTERM -> checkpoint written and uploaded before SIGKILL (figure in configs/pipeline.yaml)
+    assert pod["terminationGracePeriodSeconds"] == operated.kubernetes.termination_grace_period_seconds == 300
+    # the try's time limit (the profile's), so a pod Airflow lost track of still ends
+    assert pod["activeDeadlineSeconds"] == deadline == spec.timeout_seconds
+    assert pod["priorityClassName"] == priority
+    (scratch_volume,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+    assert scratch_volume["emptyDir"] == {"sizeLimit": scratch}
+    assert _base(manifest)["resources"]["requests"]["ephemeral-storage"] == scratch
+    assert {"name": "tmp", "mountPath": "/tmp"} in _base(manifest)["volumeMounts"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-cred"}]
+
+
+@pytest.mark.parametrize("stage", ["smoke", "full"])
+def test_xcom_sidecar_image_is_configurable(operated, settings, stage):
+    spec, _ = _train(operated, stage)
+    sidecar = _sidecar(_manifest(spec, operated))
+    assert sidecar["image"] == "registry.example/tools/busybox:1.37" and sidecar["imagePullPolicy"] == "Always"
+    assert sidecar["securityContext"]["runAsNonRoot"] is True
+    # default (null): the trainer image itself, never the KPO's alpine from Docker Hub
+    spec, _ = _train(settings, stage)
+    default = _sidecar(_manifest(spec, settings))
+    assert default["image"] == settings.kubernetes.image.reference == _base(_manifest(spec, settings))["image"]
+    assert "alpine" not in default["image"]
+
+
+def test_defaults_of_the_new_pod_fields(settings):
+    """configs/pipeline.yaml as shipped: no priority class, no pull secrets, scratch sized per class."""
+    manifest = _manifest(validate_spec("SPY", "production", settings, "s3://trainer-runs/runs/SPY/validation/r1"), settings)
+    pod = manifest["spec"]
+    assert "priorityClassName" not in pod
+    assert not pod.get("imagePullSecrets")
+    assert pod["activeDeadlineSeconds"] == 60 * 60
+    assert [v["emptyDir"] for v in pod["volumes"] if v["name"] == "tmp"] == [{"sizeLimit": "10Gi"}]
+
+
+def test_every_other_step_pod_has_the_longest_step_limit(settings):
+    spec = gate_spec("s3://trainer-runs/runs/SPY/x/production/full", "full", settings)
+    assert spec.timeout_seconds == max(p.step_timeout_minutes for p in settings.profiles.values()) * 60
+    assert _manifest(spec, settings)["spec"]["activeDeadlineSeconds"] == spec.timeout_seconds

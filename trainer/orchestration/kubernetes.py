@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from kubernetes.client import models as k8s
 
 from trainer.orchestration.outcome import StepCrashed, outcome
@@ -27,12 +28,37 @@ CONTAINER_NAME = "base"  # the KPO's base container name
 APP_LABEL = "hierarchical-options-trainer"
 
 
-class TrainerPodOperator(KubernetesPodOperator):
-    """A KPO that keeps the step's result JSON even when the container exits non-zero."""
+SCRATCH_VOLUME = "tmp"  # the emptyDir at /tmp: HOME, caches, TRAINER_STATE_DIR (the run's staging copy)
 
-    def __init__(self, **kwargs: Any) -> None:
+
+class TrainerPodOperator(KubernetesPodOperator):
+    """A KPO that keeps the step's result JSON even when the container exits non-zero, and runs its
+    xcom sidecar from an image of ours.
+
+    The KPO takes the sidecar's image only from the Kubernetes connection's extra
+    (`xcom_sidecar_container_image`, read by the hook; the default is alpine from Docker Hub), so the
+    image is set here, on the pod the KPO built, where the settings say it.
+
+    :param xcom_sidecar_image: image reference of the xcom sidecar (None: the KPO's choice)
+    :param xcom_sidecar_pull_policy: its imagePullPolicy
+    """
+
+    def __init__(
+        self, *, xcom_sidecar_image: str | None = None, xcom_sidecar_pull_policy: str | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
+        self.xcom_sidecar_image = xcom_sidecar_image
+        self.xcom_sidecar_pull_policy = xcom_sidecar_pull_policy
         self.step_result: dict[str, Any] | None = None
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        if self.xcom_sidecar_image:
+            for container in pod.spec.containers:
+                if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
+                    container.image = self.xcom_sidecar_image
+                    container.image_pull_policy = self.xcom_sidecar_pull_policy
+        return pod
 
     def extract_xcom(self, pod: k8s.V1Pod) -> Any:
         result = super().extract_xcom(pod)
@@ -66,7 +92,11 @@ def build_operator(spec: TaskSpec, settings: PipelineSettings, task_id: str | No
     k8s_settings = settings.kubernetes
     placement = k8s_settings.gpu if spec.accelerator == "gpu" else k8s_settings.cpu
 
+    # ephemeral-storage: the scheduler places the pod where its scratch emptyDir fits (the kubelet
+    # evicts it past the emptyDir's sizeLimit); no limit, so logs never get a training pod evicted.
     requests = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    if placement.scratch_size:
+        requests["ephemeral-storage"] = placement.scratch_size
     limits = {"memory": spec.resources.memory}
     if spec.resources.gpu:
         limits["nvidia.com/gpu"] = str(spec.resources.gpu)
@@ -90,6 +120,7 @@ def build_operator(spec: TaskSpec, settings: PipelineSettings, task_id: str | No
         k8s.V1Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in placement.tolerations
     ]
     pod_name = f"trainer-{spec.step}".replace("_", "-")
+    sidecar = k8s_settings.xcom_sidecar_image or k8s_settings.image
     return TrainerPodOperator(
         task_id=task_id or spec.step,
         name=pod_name,
@@ -97,6 +128,9 @@ def build_operator(spec: TaskSpec, settings: PipelineSettings, task_id: str | No
         namespace=k8s_settings.namespace,
         image=k8s_settings.image.reference,
         image_pull_policy=k8s_settings.image.pull_policy,
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=name) for name in k8s_settings.image_pull_secrets],
+        xcom_sidecar_image=sidecar.reference,
+        xcom_sidecar_pull_policy=sidecar.pull_policy,
         cmds=["trainer"],
         arguments=["--result-json", XCOM_RESULT_PATH, *spec.argv],
         env_vars=env,
@@ -114,8 +148,15 @@ def build_operator(spec: TaskSpec, settings: PipelineSettings, task_id: str | No
         ),
         container_security_context=_non_root_container_context(settings),
         xcom_sidecar_container_security_context=_non_root_container_context(settings),
-        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
-        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],
+        volumes=[
+            k8s.V1Volume(name=SCRATCH_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=placement.scratch_size))
+        ],
+        volume_mounts=[k8s.V1VolumeMount(name=SCRATCH_VOLUME, mount_path="/tmp")],
+        priority_class_name=placement.priority_class_name,
+        # SIGTERM (task timeout, kill, preemption, deadline) -> checkpoint written and uploaded -> exit 75.
+        termination_grace_period=k8s_settings.termination_grace_period_seconds,
+        # The kubelet ends a pod that outlives its try's time limit even if Airflow lost track of it.
+        active_deadline_seconds=spec.timeout_seconds,
         labels={"app.kubernetes.io/name": APP_LABEL, "trainer/step": _label(spec.step)},
         startup_timeout_seconds=k8s_settings.startup_timeout_seconds,
         on_finish_action=k8s_settings.on_finish_action,

@@ -10,7 +10,10 @@ Env overrides (read only in `load_settings`):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from itertools import pairwise
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +50,17 @@ class Profile(_Strict):
     config: str = Field(description="Run config, relative to the repository root (or absolute).")
     smoke: StageSteps
     full: StageSteps
-    full_timeout_minutes: int = Field(720, ge=1, description="execution_timeout of one full-training try.")
+    full_timeout_minutes: int = Field(
+        720, ge=1, description="execution_timeout of one full-training try (and its pod's activeDeadlineSeconds)."
+    )
+    smoke_timeout_minutes: int = Field(
+        60, ge=1, description="execution_timeout of one smoke-training try (and its pod's activeDeadlineSeconds)."
+    )
+    step_timeout_minutes: int = Field(
+        60, ge=1,
+        description="execution_timeout of one try of every other trainer step: validate, gates, evaluate, "
+        "register, report, promote (and their pods' activeDeadlineSeconds).",
+    )
     seed: int | None = Field(None, description="`--seed` for both stages; None = the config's training.seed.")
     overrides: dict[str, Any] = Field(
         default_factory=dict,
@@ -58,6 +71,11 @@ class Profile(_Strict):
         if stage not in ("smoke", "full"):
             raise SettingsError(f"unknown stage {stage!r}: expected smoke or full")
         return getattr(self, stage)
+
+    def timeout_seconds(self, step: str) -> int:
+        """One try's time limit of a trainer step (`full_train`, `smoke_train`, or any other step)."""
+        minutes = {"full_train": self.full_timeout_minutes, "smoke_train": self.smoke_timeout_minutes}
+        return 60 * minutes.get(step, self.step_timeout_minutes)
 
 
 class Defaults(_Strict):
@@ -73,6 +91,49 @@ class Defaults(_Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"symbols must be unique, got {value}")
         return value
+
+
+class Concurrency(_Strict):
+    """How big a run may be and how much of it runs at once (see configs/pipeline.yaml for the why)."""
+
+    max_symbols: int = Field(500, ge=1, description="Most symbols one run accepts: the `symbols` Param's maxItems.")
+    max_active_runs: int = Field(
+        1, ge=1,
+        description="DAG runs active at once; raise it only with a lease on the run key (two runs of one symbol "
+        "would train the same run directory at once).",
+    )
+    max_active_tasks: int = Field(
+        64, ge=1, description="Running task instances of one DAG run, all tasks together (Airflow 3: per run)."
+    )
+    max_active_tis_per_dagrun: int = Field(
+        32, ge=1, description="Running map indexes (symbols) of one mapped task in one DAG run."
+    )
+    mlflow_writers: int = Field(
+        8, ge=1,
+        description="Running instances, over all runs and symbols, of each task that writes to the MLflow "
+        "registry (register_model, publish_report, promote_model): their max_active_tis_per_dag.",
+    )
+
+
+class Approval(_Strict):
+    response_timeout_hours: float = Field(
+        20, gt=0,
+        description="How long a promotion waits for a reviewer before it counts as Reject; must be shorter "
+        "than the shortest gap between two scheduled runs.",
+    )
+
+
+class Priority(_Strict):
+    """Absolute priority weights (weight_rule=absolute): the scheduler starts higher weights first."""
+
+    gpu: int = Field(100, ge=1, description="priority_weight of full training (the GPU pool's tasks).")
+    cpu: int = Field(10, ge=1, description="priority_weight of every CPU trainer step.")
+
+    @model_validator(mode="after")
+    def _gpu_first(self) -> "Priority":
+        if self.gpu <= self.cpu:
+            raise ValueError(f"priority.gpu ({self.gpu}) must be above priority.cpu ({self.cpu}): full training goes first")
+        return self
 
 
 class Retries(_Strict):
@@ -100,10 +161,30 @@ class Toleration(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
 
 
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
 class Placement(_Strict):
     resources: Resources
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = Field(
+        None, pattern=K8S_NAME_PATTERN, max_length=253,
+        description="Kubernetes PriorityClass of this class's pods (None = the cluster default).",
+    )
+    scratch_size: str | None = Field(
+        None, pattern=QUANTITY_PATTERN,
+        description="sizeLimit of the /tmp emptyDir (state, staging of checkpoints before upload, caches) and "
+        "the pod's ephemeral-storage request; None = neither (configs/pipeline.yaml sets both classes).",
+    )
+
+
+class Pool(_Strict):
+    """An Airflow pool; whoever deploys Airflow creates it with `slots` (the chart, from its values)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,256}$")
+    slots: int = Field(ge=1, description="Size of the pool.")
 
 
 class Image(_Strict):
@@ -139,6 +220,52 @@ class KubernetesSettings(_Strict):
     secret_env: list[SecretEnv] = Field(default_factory=list)
     cpu: Placement
     gpu: Placement
+    termination_grace_period_seconds: int = Field(
+        300, ge=30,
+        description="Seconds between SIGTERM and SIGKILL of a step pod: must cover writing and uploading "
+        "one checkpoint (see configs/pipeline.yaml for the figure).",
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, description="Secrets (names) the step pods pull the trainer and sidecar images with."
+    )
+    xcom_sidecar_image: Image | None = Field(
+        None, description="Image of the KPO's xcom sidecar (needs sh); None = the trainer image, already on the node."
+    )
+    gpu_pool: Pool | None = Field(
+        None,
+        description="Airflow pool of the GPU steps, slots = GPUs the trainer may hold at once; a full-training "
+        "task takes gpu.resources.gpu slots. None = default_pool (set it only once the pool exists).",
+    )
+    cpu_pool: Pool | None = Field(
+        None,
+        description="Airflow pool of the CPU trainer steps, one slot per running step pod. None = default_pool.",
+    )
+
+    @field_validator("image_pull_secrets")
+    @classmethod
+    def _secret_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(K8S_NAME_PATTERN, name) or len(name) > 253:
+                raise ValueError(f"image pull secret {name!r} is not a Kubernetes object name")
+        if len(set(value)) != len(value):
+            raise ValueError(f"image pull secrets must be unique, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _pools_fit(self) -> "KubernetesSettings":
+        if self.gpu_pool and self.cpu_pool and self.gpu_pool.name == self.cpu_pool.name:
+            raise ValueError(f"gpu_pool and cpu_pool must be different pools, both are {self.gpu_pool.name!r}")
+        if self.gpu_pool and self.gpu_pool_slots_per_task > self.gpu_pool.slots:
+            raise ValueError(
+                f"gpu_pool.slots ({self.gpu_pool.slots}) is below the GPUs of one full-training pod "
+                f"({self.gpu.resources.gpu}): full training would never be scheduled"
+            )
+        return self
+
+    @property
+    def gpu_pool_slots_per_task(self) -> int:
+        """Pool slots one full-training task takes: its pod's GPUs (at least one)."""
+        return max(1, self.gpu.resources.gpu)
 
     @field_validator("runs_root")
     @classmethod
@@ -153,6 +280,9 @@ class PipelineSettings(_Strict):
     backend: Literal["local", "kubernetes"] = "local"
     defaults: Defaults
     retries: Retries = Field(default_factory=Retries)
+    concurrency: Concurrency = Field(default_factory=Concurrency)
+    approval: Approval = Field(default_factory=Approval)
+    priority: Priority = Field(default_factory=Priority)
     profiles: dict[str, Profile] = Field(min_length=1)
     local: LocalSettings = Field(default_factory=LocalSettings)
     kubernetes: KubernetesSettings | None = None
@@ -172,13 +302,39 @@ class PipelineSettings(_Strict):
             raise ValueError(f"defaults.profile {self.defaults.profile!r} is not one of profiles {sorted(self.profiles)}")
         if self.backend == "kubernetes" and self.kubernetes is None:
             raise ValueError("backend is kubernetes but the kubernetes section is missing")
+        if len(self.defaults.symbols) > self.concurrency.max_symbols:
+            raise ValueError(
+                f"defaults.symbols has {len(self.defaults.symbols)} symbols, more than "
+                f"concurrency.max_symbols ({self.concurrency.max_symbols})"
+            )
+        gap = _shortest_schedule_gap_hours(self.schedule)
+        if gap is not None and self.approval.response_timeout_hours >= gap:
+            raise ValueError(
+                f"approval.response_timeout_hours ({self.approval.response_timeout_hours:g}) must be shorter than "
+                f"the shortest gap between scheduled runs of {self.schedule!r} ({gap:g} h): a waiting approval "
+                "must end before the next scheduled run"
+            )
         return self
+
+    def pools(self) -> dict[str, Pool]:
+        """The Airflow pools the DAG's tasks use, by accelerator class (none with the local backend)."""
+        if self.backend != "kubernetes":
+            return {}
+        assert self.kubernetes is not None
+        pools = {"gpu": self.kubernetes.gpu_pool, "cpu": self.kubernetes.cpu_pool}
+        return {accelerator: pool for accelerator, pool in pools.items() if pool is not None}
 
     def profile(self, name: str) -> Profile:
         try:
             return self.profiles[name]
         except KeyError:
             raise SettingsError(f"unknown profile {name!r}: expected one of {sorted(self.profiles)}") from None
+
+    def timeout_seconds(self, step: str, profile: str | None = None) -> int:
+        """One try's time limit of a trainer step under `profile` (None: the longest over all profiles)."""
+        if profile is not None:
+            return self.profile(profile).timeout_seconds(step)
+        return max(p.timeout_seconds(step) for p in self.profiles.values())
 
     def runs_root(self) -> str:
         """Where run directories live for the selected backend (a local path or an s3:// prefix)."""
@@ -215,6 +371,19 @@ class PipelineSettings(_Strict):
     def _resolve(self, path: str) -> Path:
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self._base_dir / candidate
+
+
+def _shortest_schedule_gap_hours(schedule: str | None, horizon: int = 30) -> float | None:
+    """Shortest gap, in hours, between consecutive fire times of a cron schedule (over `horizon` fires)."""
+    if schedule is None:
+        return None
+    from croniter import croniter  # Airflow's own cron parser; small, read only for a schedule
+
+    if not croniter.is_valid(schedule):
+        return None  # a preset Airflow knows and croniter does not (@once, @continuous): nothing to compare
+    it = croniter(schedule, datetime(2025, 1, 1, tzinfo=timezone.utc))
+    times = [it.get_next(datetime) for _ in range(horizon + 1)]
+    return min((b - a).total_seconds() for a, b in pairwise(times)) / 3600
 
 
 def _format_error(source: str, err: ValidationError) -> str:

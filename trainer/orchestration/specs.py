@@ -53,6 +53,8 @@ class TaskSpec:
     :param accelerator: cpu or gpu placement (node selector and tolerations from the settings)
     :param env: plain environment variables (no secrets)
     :param secret_env: environment variables filled from Kubernetes Secrets by reference
+    :param timeout_seconds: one try's time limit (the kubernetes backend's activeDeadlineSeconds);
+        None = no limit of its own
     """
 
     step: str
@@ -61,6 +63,7 @@ class TaskSpec:
     accelerator: Accelerator = "cpu"
     env: dict[str, str] = field(default_factory=dict)
     secret_env: tuple[SecretEnvRef, ...] = ()
+    timeout_seconds: int | None = None
 
     @property
     def command(self) -> str:
@@ -161,7 +164,11 @@ def compute_config_hash(settings: PipelineSettings, symbol: str, profile: str, s
 # ------------------------------------------------------------------------------------------------
 
 
-def _base(settings: PipelineSettings, accelerator: Accelerator) -> dict[str, Any]:
+def _base(
+    settings: PipelineSettings, accelerator: Accelerator, step: str, profile: str | None = None
+) -> dict[str, Any]:
+    """The step's resources, placement, environment and time limit (profile None: the longest limit)."""
+    timeout = settings.timeout_seconds(step, profile)
     if settings.backend == "kubernetes":
         assert settings.kubernetes is not None
         k8s = settings.kubernetes
@@ -172,8 +179,9 @@ def _base(settings: PipelineSettings, accelerator: Accelerator) -> dict[str, Any
             "accelerator": accelerator,
             "env": dict(k8s.env),
             "secret_env": tuple(SecretEnvRef(s.env, s.secret, s.key) for s in k8s.secret_env),
+            "timeout_seconds": timeout,
         }
-    return {"resources": Resources(cpu="1", memory="2Gi"), "accelerator": accelerator}
+    return {"resources": Resources(cpu="1", memory="2Gi"), "accelerator": accelerator, "timeout_seconds": timeout}
 
 
 def _data_args(data: str | None) -> list[str]:
@@ -190,7 +198,7 @@ def validate_spec(
         *_data_args(data),
         "--report-dir", report_dir,
     ]
-    return TaskSpec(step="validate_data", argv=tuple(argv), **_base(settings, "cpu"))
+    return TaskSpec(step="validate_data", argv=tuple(argv), **_base(settings, "cpu", "validate_data", profile))
 
 
 def train_spec(
@@ -224,28 +232,29 @@ def train_spec(
     for key, value in prof.overrides.items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     accelerator: Accelerator = "gpu" if run_key.stage == "full" else "cpu"
-    return TaskSpec(step=f"{run_key.stage}_train", argv=tuple(argv), **_base(settings, accelerator))
+    step = f"{run_key.stage}_train"
+    return TaskSpec(step=step, argv=tuple(argv), **_base(settings, accelerator, step, profile))
 
 
 def gate_spec(run_dir: str, stage: Stage, settings: PipelineSettings) -> TaskSpec:
     argv = ("gate", "--run", run_dir, "--stage", stage, "--gates", settings.gates_path())
-    return TaskSpec(step=f"{stage}_gate", argv=argv, **_base(settings, "cpu"))
+    return TaskSpec(step=f"{stage}_gate", argv=argv, **_base(settings, "cpu", f"{stage}_gate"))
 
 
 def evaluate_spec(run_dir: str, settings: PipelineSettings, data: str | None = None) -> TaskSpec:
     argv = ("evaluate", "--run", run_dir, *_data_args(data))
-    return TaskSpec(step="evaluate", argv=argv, **_base(settings, "cpu"))
+    return TaskSpec(step="evaluate", argv=argv, **_base(settings, "cpu", "evaluate"))
 
 
 def register_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
     argv = ("register", "--run", run_dir, "--gates", settings.gates_path())
-    return TaskSpec(step="register_model", argv=argv, **_base(settings, "cpu"))
+    return TaskSpec(step="register_model", argv=argv, **_base(settings, "cpu", "register_model"))
 
 
 def report_spec(run_dir: str, settings: PipelineSettings) -> TaskSpec:
     """The report reads the same gates file, so it shows the tier promotion requires."""
     argv = ("report", "--run", run_dir, "--gates", settings.gates_path())
-    return TaskSpec(step="publish_report", argv=argv, **_base(settings, "cpu"))
+    return TaskSpec(step="publish_report", argv=argv, **_base(settings, "cpu", "publish_report"))
 
 
 @dataclass(frozen=True)
@@ -309,4 +318,4 @@ def promote_spec(
         "--gates", settings.gates_path(),
         *(approval.argv() if approval else ()),
     )
-    return TaskSpec(step="promote_model", argv=argv, **_base(settings, "cpu"))
+    return TaskSpec(step="promote_model", argv=argv, **_base(settings, "cpu", "promote_model", profile))
