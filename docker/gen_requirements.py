@@ -83,8 +83,9 @@ def image_specs() -> list[ImageSpec]:
         ),
         ImageSpec(
             name="mlflow",
-            roots=("mlflow", "psycopg2-binary", "boto3"),
-            note="The MLflow tracking server: PostgreSQL backend store, S3 artifact store.",
+            roots=("mlflow", "flask-wtf", "psycopg2-binary", "boto3"),
+            note="The MLflow tracking server: PostgreSQL backend store, S3 artifact store, the basic-auth app "
+            "(mlflow[auth] needs Flask-WTF).",
         ),
     ]
 

@@ -132,6 +132,18 @@ def test_profiles_match_configs_pipeline_yaml(rendered):
     assert settings.schedule == local.schedule
 
 
+def test_secret_references_match_configs_pipeline_yaml():
+    """The chart's default trainer.secretEnv is configs/pipeline.yaml's kubernetes.secret_env: the same
+    Secrets, keys and variables (the MLflow user of the trainer included), so one set of Secrets serves both."""
+    local = load_settings(REPO / "configs" / "pipeline.yaml", env={})
+    assert CHART_VALUES["trainer"]["secretEnv"] == [s.model_dump() for s in local.kubernetes.secret_env]
+    env = {ref["env"]: ref for ref in CHART_VALUES["trainer"]["secretEnv"]}
+    assert {k: (env[k]["secret"], env[k]["key"]) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")} == {
+        "MLFLOW_TRACKING_USERNAME": ("trainer-mlflow-credentials", "username"),
+        "MLFLOW_TRACKING_PASSWORD": ("trainer-mlflow-credentials", "password"),
+    }
+
+
 def test_run_configs_are_where_the_images_put_them(rendered):
     """The DAG hashes the Airflow image's copy of the run config; the pod reads the trainer image's copy."""
     _, values, settings = rendered

@@ -104,3 +104,30 @@ total_timesteps: {{ .totalTimesteps | int }}
 n_envs: {{ .nEnvs | int }}
 eval_freq: {{ .evalFreq | int }}
 {{- end }}
+
+{{/* The auth database URI's Secret reference: mlflow.auth.database, or the backend store's when its name is empty. */}}
+{{- define "ho.mlflow.authDatabaseRef" -}}
+{{- $db := .Values.mlflow.auth.database }}
+{{- if $db.existingSecret -}}
+name: {{ $db.existingSecret }}
+key: {{ $db.uriKey }}
+{{- else -}}
+name: {{ .Values.mlflow.backendStore.existingSecret }}
+key: {{ .Values.mlflow.backendStore.uriKey }}
+{{- end }}
+{{- end }}
+
+{{/* Where the server reads basic_auth.ini (an in-memory emptyDir the init container writes). */}}
+{{- define "ho.mlflow.authConfigPath" -}}
+/etc/mlflow/auth/basic_auth.ini
+{{- end }}
+
+{{/* imagePullSecrets of a pod spec from global.imagePullSecrets (nothing when empty). */}}
+{{- define "ho.imagePullSecrets" -}}
+{{- with .Values.global.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
