@@ -46,6 +46,7 @@ from trainer.ledger import LedgerRecord
 from trainer.locks import PromotionLock, promotion_lock
 from trainer.run_dir import RunDir
 from trainer.symbols import validate_symbol
+from trainer.versioning import image_digest
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -491,6 +492,8 @@ def register_run(run_dir: str | Path, actor: str = "trainer", gates: str | Path 
                 "data_digest": str(summary.get("data_digest")),
                 "config_hash": str(summary.get("config_hash")),
                 "code_version": str(summary.get("code_version")),
+                # the trainer image that trained it (summary.json; older runs: the registering pod's)
+                "image_digest": str(summary.get("image_digest") or image_digest()),
                 "profile": profile,
                 "trials_count": str(trials),
                 "data_end": data_end,

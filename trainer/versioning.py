@@ -28,3 +28,12 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}" if sha else __version__
+
+
+IMAGE_DIGEST_ENV = "TRAINER_IMAGE_DIGEST"
+
+
+def image_digest() -> str:
+    """The trainer image this process runs in (`sha256:...` or `tag-<tag>`, set on every pod by
+    trainer.orchestration.specs), `local` outside an image."""
+    return os.environ.get(IMAGE_DIGEST_ENV) or "local"

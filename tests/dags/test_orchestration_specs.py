@@ -244,6 +244,18 @@ class _Dag:
     dag_id = "hierarchical_options_training"
 
 
+class _OutletEvents(dict):
+    """`context["outlet_events"]` as promote_model uses it: events[alias].add(asset, extra=...)."""
+
+    class _Events(list):
+        def add(self, asset, extra=None):
+            self.append((asset.uri, extra))
+
+    def __missing__(self, alias):
+        self[alias] = events = self._Events()
+        return events
+
+
 def _published(passed: bool = True) -> dict:
     return {
         "symbol": "SPY", "profile": "demo", "run_dir": "/runs/SPY/x/demo/full", "run_key": "SPY/x/demo/full",
@@ -265,8 +277,13 @@ def promote_steps(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "run_step", fake_run_step)
     settings = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
-    context = {"dag": _Dag(), "run_id": "manual__1"}
-    return lambda published, decision: (pipeline.promote_model(published, decision, context, settings), ran)
+    context = {"dag": _Dag(), "run_id": "manual__1", "outlet_events": _OutletEvents()}
+
+    def promote(published, decision):
+        return pipeline.promote_model(published, decision, context, settings), ran
+
+    promote.context = context
+    return promote
 
 
 def test_an_approval_reaches_promote_with_who_when_and_comment(promote_steps):
@@ -281,6 +298,8 @@ def test_an_approval_reaches_promote_with_who_when_and_comment(promote_steps):
     reason = argv[argv.index("--reason") + 1]
     assert "runs:/abc/report/report.html" in reason and "Approve by ana" in reason
     assert result["promoted"] is True and result["approved_by"] == "ana"
+    (events,) = promote_steps.context["outlet_events"].values()
+    assert [uri for uri, _ in events] == ["mlflow://models/demo.hierarchical-options-SPY@champion"]
 
 
 def test_the_schedulers_decision_has_no_approver_and_a_rejection_promotes_nothing(promote_steps):
@@ -297,3 +316,82 @@ def test_the_schedulers_decision_has_no_approver_and_a_rejection_promotes_nothin
     assert ran == [] and result["promoted"] is False and "Reject by ana" in result["reason"]
     result, ran = promote_steps(_published(passed=False), scheduler)
     assert ran == [] and result["promoted"] is False and "quality gates failed" in result["reason"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The trainer image is part of the run key, and every step knows it
+# ------------------------------------------------------------------------------------------------
+
+IMAGE_A = "sha256:" + "a1" * 32
+IMAGE_B = "sha256:" + "b2" * 32
+
+
+def test_two_image_digests_give_two_run_keys_with_a_short_digest():
+    a = specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full", image_digest=IMAGE_A)
+    b = specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full", image_digest=IMAGE_B)
+    assert a != b and a.relpath != b.relpath
+    assert a.relpath == f"SPY/abcdef012345-00112233-v{__version__}-i{'a1' * 6}/demo/full"
+    assert a.image_digest == "a1" * 32 and a.short_image == "a1" * 6
+    local = specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full", image_digest="local")
+    assert local.relpath == f"SPY/abcdef012345-00112233-v{__version__}-ilocal/demo/full"
+    assert len({a.relpath, b.relpath, local.relpath, specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full").relpath}) == 4
+    for bad in ("sha256:abc", "../x", "a/b", "", 7):
+        with pytest.raises(ValueError, match="image digest"):
+            specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full", image_digest=bad)
+
+
+def _kubernetes_settings(tmp_path, digest: str | None):
+    custom = tmp_path / "pipeline.yaml"
+    text = (REPO_ROOT / "configs" / "pipeline.yaml").read_text()
+    assert "    digest: null\n" in text
+    custom.write_text(text.replace("    digest: null\n", f"    digest: {digest or 'null'}\n", 1))
+    settings = load_settings(custom, env={"TRAINER_BACKEND": "kubernetes"})
+    assert settings.kubernetes.image.digest == digest
+    return settings
+
+
+def test_every_step_gets_the_trainer_image_digest(tmp_path):
+    pinned = _kubernetes_settings(tmp_path, IMAGE_A)
+    assert pinned.image_digest() == IMAGE_A
+    tag_only = _kubernetes_settings(tmp_path, None)
+    assert tag_only.image_digest() == f"tag-{tag_only.kubernetes.image.tag}"
+    local = load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)})
+    assert local.image_digest() == "local"
+    for settings, expected in ((pinned, IMAGE_A), (local, "local")):
+        key = specs.RunKey("SPY", DIGEST, "0011223344556677", "demo", "full", image_digest=settings.image_digest())
+        built = [
+            specs.validate_spec("SPY", "demo", settings, "/r"),
+            specs.train_spec("SPY", "demo", settings, key),
+            specs.gate_spec("/run", "full", settings),
+            specs.evaluate_spec("/run", settings),
+            specs.register_spec("/run", settings),
+            specs.report_spec("/run", settings),
+            specs.promote_spec("SPY", "demo", 3, "why", settings),
+        ]
+        for spec in built:
+            assert spec.env[specs.IMAGE_DIGEST_ENV] == expected, spec.step
+    assert pinned.kubernetes.env.items() <= specs.gate_spec("/run", "full", pinned).env.items()
+
+
+def test_pipeline_train_puts_the_image_into_the_run_key(tmp_path, monkeypatch):
+    """pipeline.train with the step replaced by a recorder: a new image digest, a new run directory."""
+    from trainer.orchestration import pipeline
+
+    ran = []
+
+    def fake_run_step(spec, context, settings):
+        ran.append(spec)
+        return {"status": "completed"}
+
+    monkeypatch.setattr(pipeline, "run_step", fake_run_step)
+    # The settings file sits in tmp_path, away from the run configs: the hash is not what this tests.
+    monkeypatch.setattr(specs, "compute_config_hash", lambda *args: "0011223344556677")
+    validated = {"symbol": "SPY", "profile": "demo", "data": None, "data_digest": DIGEST}
+    context = {"params": {}, "run_id": "manual__1"}
+    results = [pipeline.train(validated, "smoke", context, _kubernetes_settings(tmp_path, image))
+               for image in (IMAGE_A, IMAGE_B)]
+    assert results[0]["run_dir"] != results[1]["run_dir"]
+    for result, spec, image in zip(results, ran, (IMAGE_A, IMAGE_B)):
+        assert f"-i{image[7:19]}/demo/smoke" in result["run_key"] and result["image_digest"] == image
+        assert spec.argv[spec.argv.index("--output-dir") + 1] == result["run_dir"]
+        assert spec.env[specs.IMAGE_DIGEST_ENV] == image

@@ -93,6 +93,7 @@ def test_register_tags_challenger_and_idempotency(local_store, model_dir, runs):
     assert mv.tags["gates_hash"] == load_policy(GATES).sha256 and mv.tags["required_tier"] == "minimum"
     assert mv.tags["data_end"] == "2018-06-29T00:00:00" and mv.tags["judged_against_champion"] == "none"
     assert mv.tags["trials_count"] == "1" and mv.tags["data_digest"] == "digest-1"
+    assert mv.tags["image_digest"] == "local"  # outside an image (TRAINER_IMAGE_DIGEST unset)
     assert mv.tags["gate.test_sharpe_min"] == "pass: 0.7 > 0"
     assert mv.tags["gate.beats_champion"].startswith("not_applicable")
     assert float(mv.tags["metric.test.sharpe"]) == 0.7 and float(mv.tags["metric.buy_and_hold.sharpe"]) == 0.4

@@ -123,6 +123,18 @@ class Approval(_Strict):
     )
 
 
+class Notifications(_Strict):
+    """Failure notifications (trainer/orchestration/notify.py): one JSON POST per event."""
+
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://[^\s]+$", max_length=2048,
+        description="Webhook that gets failed / collapsed trainings and promotions that did not happen; None = off.",
+    )
+    timeout_seconds: float = Field(
+        5, gt=0, le=30, description="Timeout of one POST; a webhook that does not answer in time is logged, never retried."
+    )
+
+
 class Priority(_Strict):
     """Absolute priority weights (weight_rule=absolute): the scheduler starts higher weights first."""
 
@@ -283,6 +295,7 @@ class PipelineSettings(_Strict):
     concurrency: Concurrency = Field(default_factory=Concurrency)
     approval: Approval = Field(default_factory=Approval)
     priority: Priority = Field(default_factory=Priority)
+    notifications: Notifications = Field(default_factory=Notifications)
     profiles: dict[str, Profile] = Field(min_length=1)
     local: LocalSettings = Field(default_factory=LocalSettings)
     kubernetes: KubernetesSettings | None = None
@@ -335,6 +348,20 @@ class PipelineSettings(_Strict):
         if profile is not None:
             return self.profile(profile).timeout_seconds(step)
         return max(p.timeout_seconds(step) for p in self.profiles.values())
+
+    def image_digest(self) -> str:
+        """What names the trainer image of this backend's steps (in the run key, and the steps'
+        TRAINER_IMAGE_DIGEST for the model version's tag).
+
+        kubernetes: the pinned digest (sha256:...); without one, `tag-<tag>` (a tag can be moved to
+        another image, so pin the digest in production). local: "local", the steps run this
+        checkout, which the run key's code version names.
+        """
+        if self.backend != "kubernetes":
+            return "local"
+        assert self.kubernetes is not None
+        image = self.kubernetes.image
+        return image.digest or f"tag-{image.tag}"
 
     def runs_root(self) -> str:
         """Where run directories live for the selected backend (a local path or an s3:// prefix)."""

@@ -16,11 +16,13 @@ from typing import Any, Literal
 from trainer import __version__
 from trainer.orchestration.settings import PipelineSettings, StageSteps
 from trainer.symbols import validate_symbol
+from trainer.versioning import IMAGE_DIGEST_ENV
 
 Stage = Literal["smoke", "full"]
 Accelerator = Literal["cpu", "gpu"]
 
 _DIGEST_RE = re.compile(r"^(?:[a-z0-9]+:)?([A-Za-z0-9]{12,128})$")
+_IMAGE_LABEL = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,139}")
 _RUN_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_APPROVER_LENGTH = 200
@@ -74,7 +76,15 @@ class TaskSpec:
 class RunKey:
     """Idempotency key of a training run: same inputs -> same run directory -> reuse.
 
-    Layout: <SYMBOL>/<digest[:12]>-<config_hash[:8]>-v<code_version>/<profile>/<stage>.
+    Layout: <SYMBOL>/<digest[:12]>-<config_hash[:8]>-v<code_version>-i<image>/<profile>/<stage>,
+    where <image> is the trainer image digest's first 12 letters (kubernetes, digest pinned), or
+    its label: `tag-<tag>` (kubernetes, no digest pinned) or `local` (local backend). A new image
+    therefore trains into a new run directory instead of resuming or reusing another image's run.
+    A key without an image (image_digest None) has no `-i` part: the layout of run directories
+    written before the image was part of the key.
+
+    :param image_digest: the trainer image (PipelineSettings.image_digest): a digest
+        (sha256:..., 12+ letters/digits) or a label (letters, digits, `._-`)
     """
 
     symbol: str
@@ -83,6 +93,7 @@ class RunKey:
     profile: str
     stage: Stage
     code_version: str = __version__
+    image_digest: str | None = None
 
     def __post_init__(self) -> None:
         validate_symbol(self.symbol)
@@ -94,11 +105,21 @@ class RunKey:
             raise ValueError(f"run key: invalid profile name {self.profile!r}")
         if not re.fullmatch(r"[0-9A-Za-z.+_-]{1,32}", self.code_version):
             raise ValueError(f"run key: invalid code version {self.code_version!r}")
+        if self.image_digest is not None:
+            object.__setattr__(self, "image_digest", clean_image(self.image_digest))
+
+    @property
+    def short_image(self) -> str | None:
+        """The image's part of the path: a digest's first 12 letters, or the label as it is."""
+        if self.image_digest is None:
+            return None
+        return self.image_digest[:12] if _DIGEST_RE.fullmatch(self.image_digest) else self.image_digest
 
     @property
     def relpath(self) -> str:
+        image = f"-i{self.short_image}" if self.image_digest is not None else ""
         return (
-            f"{self.symbol}/{self.data_digest[:12]}-{self.config_hash[:8]}-v{self.code_version}"
+            f"{self.symbol}/{self.data_digest[:12]}-{self.config_hash[:8]}-v{self.code_version}{image}"
             f"/{self.profile}/{self.stage}"
         )
 
@@ -112,6 +133,18 @@ def clean_digest(value: Any, what: str, min_len: int = 12) -> str:
     if not match or len(match.group(1)) < min_len:
         raise ValueError(f"{what} {value!r} is not a digest (expected >= {min_len} letters/digits)")
     return match.group(1)
+
+
+def clean_image(value: Any) -> str:
+    """A trainer image digest (its `sha256:` prefix dropped) or label (`local`, `tag-0.1.0`), safe in a path."""
+    if isinstance(value, str) and _DIGEST_RE.fullmatch(value):
+        return clean_digest(value, "image digest")
+    if isinstance(value, str) and _IMAGE_LABEL.fullmatch(value):
+        return value
+    raise ValueError(
+        f"image digest {value!r} is neither a digest (sha256:<12+ letters/digits>) nor a label "
+        "(letters, digits, '._-'); check kubernetes.image in the pipeline settings"
+    )
 
 
 def join_uri(root: str, *parts: str) -> str:
@@ -167,8 +200,13 @@ def compute_config_hash(settings: PipelineSettings, symbol: str, profile: str, s
 def _base(
     settings: PipelineSettings, accelerator: Accelerator, step: str, profile: str | None = None
 ) -> dict[str, Any]:
-    """The step's resources, placement, environment and time limit (profile None: the longest limit)."""
+    """The step's resources, placement, environment and time limit (profile None: the longest limit).
+
+    Every step's environment names its trainer image (IMAGE_DIGEST_ENV), so training can record it
+    and registration can tag the model version with it.
+    """
     timeout = settings.timeout_seconds(step, profile)
+    image = {IMAGE_DIGEST_ENV: settings.image_digest()}
     if settings.backend == "kubernetes":
         assert settings.kubernetes is not None
         k8s = settings.kubernetes
@@ -177,11 +215,12 @@ def _base(
         return {
             "resources": Resources(cpu=res.cpu, memory=res.memory, gpu=res.gpu),
             "accelerator": accelerator,
-            "env": dict(k8s.env),
+            "env": {**k8s.env, **image},
             "secret_env": tuple(SecretEnvRef(s.env, s.secret, s.key) for s in k8s.secret_env),
             "timeout_seconds": timeout,
         }
-    return {"resources": Resources(cpu="1", memory="2Gi"), "accelerator": accelerator, "timeout_seconds": timeout}
+    return {"resources": Resources(cpu="1", memory="2Gi"), "accelerator": accelerator, "env": image,
+            "timeout_seconds": timeout}
 
 
 def _data_args(data: str | None) -> list[str]:

@@ -94,7 +94,7 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
     from trainer.training import checkpoints
     from trainer.training.session import TrainingSession
     from trainer.training.tracker import RunTracker
-    from trainer.versioning import code_version
+    from trainer.versioning import code_version, image_digest
 
     data = load_market_data(config, data_source)
     out = storage.local
@@ -120,6 +120,7 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
         "data_digest": data.digest,
         "data_end": str(data.frame.index[-1]),
         "code_version": code_version(),
+        "image_digest": image_digest(),
     }
     if log_to_mlflow:
         tracker = RunTracker(session.state.mlflow_run_id)
