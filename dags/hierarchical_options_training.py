@@ -16,6 +16,10 @@ of one symbol would train the same run directory at once. Promotions from concur
 safe already: every champion move takes the registry's per-model lock and re-reads the champion
 inside it, refusing a stale comparison (trainer/registry.py).
 
+Failed or collapsed trainings and promotions that did not happen send one webhook message
+(configs/pipeline.yaml `notifications`); a promotion emits the model's champion Asset event
+(`mlflow://models/<name>@champion`), on which dags/champion_inference.py is scheduled.
+
 The report comes first, so a reviewer asked to approve (run param `require_approval`, or the gates
 file's `promotion.require_human_approval`) has it in front of them; the question links it, and the
 answer (who, when, comment) goes to `trainer promote` and into the ledger.
@@ -35,6 +39,7 @@ from airflow.sdk import Param, dag, task, task_group
 
 from trainer.orchestration import pipeline
 from trainer.orchestration.approval import PromotionApproval
+from trainer.orchestration.notify import TrainingFailureNotifier
 from trainer.orchestration.settings import load_settings
 from trainer.symbols import SYMBOL_PATTERN
 
@@ -49,6 +54,9 @@ TRAINING_RETRIES = {
     "max_retry_delay": timedelta(seconds=_retry.max_delay_seconds),
 }
 _limits = SETTINGS.concurrency
+# One webhook message when a training try fails for good (configs/pipeline.yaml `notifications`,
+# read when the callback runs; off while webhook_url is null).
+NOTIFY_ON_FAILURE = {"on_failure_callback": TrainingFailureNotifier()}
 
 
 def _limit(step: str) -> timedelta:
@@ -142,7 +150,7 @@ def hierarchical_options_training():
         def validate_data(symbol: str, **context) -> dict:
             return pipeline.validate_data(symbol, context)
 
-        @task(execution_timeout=_limit("smoke_train"), **CPU_STEP, **TRAINING_RETRIES)
+        @task(execution_timeout=_limit("smoke_train"), **CPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
         def smoke_test(validated: dict, **context) -> dict:
             return pipeline.train(validated, "smoke", context)
 
@@ -150,7 +158,7 @@ def hierarchical_options_training():
         def smoke_gate(smoke: dict, **context) -> dict:
             return pipeline.smoke_gate(smoke, context)
 
-        @task(execution_timeout=_limit("full_train"), **GPU_STEP, **TRAINING_RETRIES)
+        @task(execution_timeout=_limit("full_train"), **GPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
         def full_train(validated: dict, smoke_verdict: dict, **context) -> dict:
             return pipeline.train(validated, "full", context)
 
@@ -174,7 +182,9 @@ def hierarchical_options_training():
         def publish_report(registered: dict, **context) -> dict:
             return pipeline.publish_report(registered, context)
 
-        @task(execution_timeout=_limit("promote_model"), **MLFLOW_WRITER)
+        # A promotion adds its model's champion Asset to this alias (one event, only when promoted),
+        # which schedules dags/champion_inference.py; not promoted = a webhook message, still success.
+        @task(execution_timeout=_limit("promote_model"), outlets=[pipeline.champion_alias()], **MLFLOW_WRITER)
         def promote_model(published: dict, decision: dict, **context) -> dict:
             return pipeline.promote_model(published, decision, context)
 

@@ -20,14 +20,18 @@ import pytest
 
 from integration_support import (
     ARTIFACT_BUCKET,
+    MLFLOW_AUTH_DB,
     MLFLOW_DB,
+    TRAINER_PASSWORD,
+    TRAINER_USER,
     Stack,
     TrainerRun,
     finish_trainer,
     start_trainer,
+    create_mlflow_user,
     upload_market_data,
 )
-from support.mlflow_server import mlflow_server
+from support.mlflow_server import BasicAuth, mlflow_server
 from support.postgres import PostgresServer, postgres_bin_dir, postgres_server
 from support.seaweedfs import S3Server
 
@@ -44,13 +48,18 @@ def postgres() -> Iterator[PostgresServer]:
 def stack(s3_server: S3Server, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upload_market_data(s3_server)
     postgres.create_database(MLFLOW_DB)
+    postgres.create_database(MLFLOW_AUTH_DB)
     server_env = {**s3_server.env_vars(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url}
+    # Authentication on, as the chart deploys MLflow: every step signs in as the trainer user.
+    auth = BasicAuth(database_uri=postgres.sqlalchemy_uri(MLFLOW_AUTH_DB))
     with mlflow_server(
         tmp_path_factory.mktemp("mlflow-server"),
         backend_store_uri=postgres.sqlalchemy_uri(MLFLOW_DB),
         artifacts_destination=f"s3://{ARTIFACT_BUCKET}/",
         env=server_env,
+        auth=auth,
     ) as server:
+        create_mlflow_user(server.tracking_uri, auth, TRAINER_USER, TRAINER_PASSWORD)
         yield Stack(s3_server, postgres, server, tmp_path_factory.mktemp("steps"))
 
 

@@ -24,6 +24,8 @@ from support.seaweedfs import S3Server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MLFLOW_DB = "mlflow"
+MLFLOW_AUTH_DB = "mlflow_auth"  # the basic-auth app's users and permissions
+TRAINER_USER, TRAINER_PASSWORD = "trainer", "integration-trainer-password"
 DATA_BUCKET = "market-data"
 RUNS_BUCKET = "runs"
 ARTIFACT_BUCKET = "mlflow-artifacts"
@@ -59,12 +61,31 @@ def upload_market_data(s3: S3Server) -> None:
     client.upload_file(str(bundled_path("SPY")), DATA_BUCKET, "SPY.csv")
 
 
+def create_mlflow_user(tracking_uri: str, auth: Any, username: str, password: str) -> None:
+    """Create a user through the auth app's REST API as the admin (what the chart's NOTES tell an operator)."""
+    import base64
+    import urllib.request
+
+    token = base64.b64encode(f"{auth.admin_username}:{auth.admin_password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{tracking_uri}/api/2.0/mlflow/users/create",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200, response.read()
+
+
 def step_env(s3: S3Server, tracking_uri: str, state_dir: Path, **overrides: str) -> dict[str, str]:
-    """The environment a pipeline step gets: the S3 identity and endpoint, the MLflow server, a state dir."""
+    """The environment a pipeline step gets: the S3 identity and endpoint, the MLflow server and the
+    trainer's MLflow credentials, a state dir."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_SCRUBBED_PREFIXES)}
     env.update(s3.env_vars())
     env.update(
         MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_TRACKING_USERNAME=TRAINER_USER,
+        MLFLOW_TRACKING_PASSWORD=TRAINER_PASSWORD,
         MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
         TRAINER_STATE_DIR=str(state_dir),
         PYTHONUNBUFFERED="1",

@@ -6,7 +6,9 @@
         server.stop(); server.start()          # same port, same stores (fault tests)
 
 Flags follow shared/PLATFORM_NOTES.md: `mlflow server --host 127.0.0.1 --port P --workers 1` with
-MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (two processes, healthy in ~5 s). Artifacts are proxied:
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false (two processes, healthy in ~5 s). With `auth=` the server
+runs MLflow's basic-auth app (`--app-name basic-auth`), as the chart deploys it: users and
+permissions in `auth.database_uri`, the admin from `auth.admin_*`, READ for everyone else by default. Artifacts are proxied:
 clients upload through the server, which writes to `artifacts_destination` with its own AWS_* /
 MLFLOW_S3_ENDPOINT_URL. The server runs in its own process group; stop() sends SIGTERM to the group,
 then SIGKILL after a grace period; the context manager always stops it.
@@ -24,7 +26,29 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """The basic-auth app's settings (its basic_auth.ini), admin credentials included."""
+
+    database_uri: str
+    admin_username: str = "admin"
+    admin_password: str = "integration-admin-password"
+    default_permission: str = "READ"
+
+    def write_config(self, path: Path) -> Path:
+        path.write_text(
+            "[mlflow]\n"
+            f"default_permission = {self.default_permission}\n"
+            f"database_uri = {self.database_uri}\n"
+            f"admin_username = {self.admin_username}\n"
+            f"admin_password = {self.admin_password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        return path
 
 
 class MlflowServerUnavailable(RuntimeError):
@@ -41,7 +65,7 @@ class MlflowServer:
     """One `mlflow server` process group that can be stopped and started again on the same port."""
 
     def __init__(self, workdir: Path, backend_store_uri: str, artifacts_destination: str, env: dict[str, str],
-                 ready_timeout_s: float = 90.0, stop_grace_s: float = 10.0):
+                 ready_timeout_s: float = 90.0, stop_grace_s: float = 10.0, auth: BasicAuth | None = None):
         self.workdir = workdir
         self.port = _free_port()
         self.tracking_uri = f"http://127.0.0.1:{self.port}"
@@ -49,6 +73,10 @@ class MlflowServer:
         self.artifacts_destination = artifacts_destination
         self.log_path = workdir / "mlflow-server.log"
         self._env = {**os.environ, **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.auth = auth
+        if auth is not None:
+            self._env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth.write_config(workdir / "basic_auth.ini"))
+            self._env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "integration-flask-secret"
         self._ready_timeout_s = ready_timeout_s
         self._stop_grace_s = stop_grace_s
         self._proc: subprocess.Popen | None = None
@@ -75,6 +103,7 @@ class MlflowServer:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--workers", "1",
+            *(["--app-name", "basic-auth"] if self.auth is not None else []),
         ]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(argv, cwd=self.workdir, env=self._env, stdout=log,
@@ -110,11 +139,11 @@ class MlflowServer:
 
 @contextlib.contextmanager
 def mlflow_server(workdir: str | Path, *, backend_store_uri: str, artifacts_destination: str,
-                  env: dict[str, str] | None = None) -> Iterator[MlflowServer]:
+                  env: dict[str, str] | None = None, auth: BasicAuth | None = None) -> Iterator[MlflowServer]:
     """Start an MLflow server (own process group, free loopback port), yield it, always stop it."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    server = MlflowServer(workdir, backend_store_uri, artifacts_destination, env or {})
+    server = MlflowServer(workdir, backend_store_uri, artifacts_destination, env or {}, auth=auth)
     try:
         server.start()
         yield server

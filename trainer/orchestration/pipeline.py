@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from trainer.orchestration import specs
+from trainer.orchestration import notify, specs
 from trainer.orchestration.backends import run_step
 from trainer.orchestration.outcome import StepVerdictNo
 from trainer.orchestration.settings import PipelineSettings, load_settings
@@ -72,7 +72,8 @@ def train(validated: dict[str, Any], stage: specs.Stage, context: Any, settings:
     symbol, profile = validated["symbol"], validated["profile"]
     steps = specs.stage_steps(settings, profile, stage, context["params"].get(f"{stage}_timesteps"))
     config_hash = specs.compute_config_hash(settings, symbol, profile, steps)
-    key = specs.RunKey(symbol, validated["data_digest"], config_hash, profile, stage)
+    key = specs.RunKey(symbol, validated["data_digest"], config_hash, profile, stage,
+                       image_digest=settings.image_digest())
     run_dir = key.under(settings.runs_root())
     log.info(
         "%s training of %s: %s steps, %s envs, eval every %s; run key %s -> %s",
@@ -101,6 +102,7 @@ def train(validated: dict[str, Any], stage: specs.Stage, context: Any, settings:
         "run_dir": run_dir,
         "config_hash": config_hash,
         "data_digest": validated["data_digest"],
+        "image_digest": settings.image_digest(),
         "mlflow_run_id": result.get("mlflow_run_id"),
     }
 
@@ -199,6 +201,39 @@ def _approval(decision: dict[str, Any]) -> specs.Approval | None:
     )
 
 
+CHAMPION_ALIAS = "trainer-champions"
+"""The AssetAlias promote_model declares as its outlet; each promotion adds its model's champion Asset.
+
+promote_model is mapped per symbol, and a static `outlets=[Asset(...)]` would emit an event for
+every listed asset on every success (promoted or not). The alias emits only what a promotion adds
+(`outlet_events[alias].add(champion_asset(name))`), and Airflow records it as an event of that
+Asset, so DAGs scheduled on the Asset (dags/champion_inference.py) run after the promotion."""
+
+
+def champion_asset(model: str):
+    """The Airflow Asset of a registered model's champion: `mlflow://models/<name>@champion`."""
+    from airflow.sdk import Asset
+
+    return Asset(uri=f"mlflow://models/{model}@champion", group="model")
+
+
+def champion_alias():
+    from airflow.sdk import AssetAlias
+
+    return AssetAlias(CHAMPION_ALIAS, group="model")
+
+
+def _not_promoted_verdict(published: dict[str, Any], decision: dict[str, Any]) -> str:
+    """Why a version was not promoted, as a notification verdict (trainer/orchestration/notify.py)."""
+    if not published.get("passed"):
+        return "gates_failed"
+    if decision.get("approved"):
+        return "policy_refused"
+    if decision.get("asked") and not decision.get("decided_by"):
+        return "approval_timed_out"  # ApprovalOperator's timeout default: Reject, nobody answered
+    return "rejected"
+
+
 def promote_model(
     published: dict[str, Any], decision: dict[str, Any] | None, context: Any, settings: PipelineSettings | None = None
 ) -> dict[str, Any]:
@@ -206,19 +241,25 @@ def promote_model(
 
     An approval carries the reviewer, the time and the comment to `trainer promote` (and so into
     the ledger); without one (nobody was asked) the scheduler decides. "Not promoted" is a result
-    (promoted: false, reason), not a skipped or failed task; see approval.py for why no trigger
-    rules are used.
+    (promoted: false, reason, verdict), not a skipped or failed task; see approval.py for why no
+    trigger rules are used. It sends one notification (notify.py); a promotion emits the
+    model's champion Asset event through the task's AssetAlias outlet (CHAMPION_ALIAS).
     """
     settings = settings or load_settings()
     symbol, name = published["symbol"], f"{published['model_name']} v{published['version']}"
+    decision = decision or {}
 
     def not_promoted(reason: str) -> dict[str, Any]:
         log.warning("%s NOT promoted: %s", name, reason)
-        return {"symbol": symbol, "version": published["version"], "promoted": False, "reason": reason}
+        result = {
+            "symbol": symbol, "version": published["version"], "promoted": False, "reason": reason,
+            "verdict": _not_promoted_verdict(published, decision),
+        }
+        notify.notify_not_promoted(result, context, settings)
+        return result
 
     if not published.get("passed"):
         return not_promoted("quality gates failed; registered with failed gate tags")
-    decision = decision or {}
     if not decision.get("approved"):
         return not_promoted(f"approval: {decision.get('reason') or 'no decision recorded'}")
     approval = _approval(decision)
@@ -233,8 +274,86 @@ def promote_model(
         why = exc.result.get("refused") or exc.result.get("reason") or exc.result.get("error") or exc.result
         return not_promoted(f"promotion policy refused: {why}")
     scalars = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
-    log.info("%s promoted to champion: %s", name, scalars)
+    promoted = bool(result.get("promoted", True))
+    log.info("%s %s: %s", name, "promoted to champion" if promoted else "not moved", scalars)
+    if promoted:
+        _emit_champion_event(published, result, context)
     return {
-        "symbol": symbol, "version": published["version"], "promoted": bool(result.get("promoted", True)),
+        "symbol": symbol, "version": published["version"], "promoted": promoted,
         "reason": reason, "approved_by": approval.approved_by if approval else None, **scalars,
     }
+
+
+def _emit_champion_event(published: dict[str, Any], result: dict[str, Any], context: Any) -> None:
+    """Add the champion Asset of the promoted model to the task's alias outlet (one event)."""
+    model = str(result.get("model_name") or published["model_name"])
+    extra = {
+        "symbol": published["symbol"], "model_name": model, "version": int(published["version"]),
+        "profile": published["profile"], "run_id": context.get("run_id"),
+    }
+    context["outlet_events"][champion_alias()].add(champion_asset(model), extra=extra)
+    log.info("asset event: %s", champion_asset(model).uri)
+
+
+# ------------------------------------------------------------------------------------------------
+# champion_inference DAG: today's target exposure of a promoted champion
+# ------------------------------------------------------------------------------------------------
+
+INFERENCE_BARS = 512
+"""Bars passed to predict: the latest ones of the source (at least FEATURE_WARMUP_BARS + window_size)."""
+
+
+def inference_symbols(context: Any, configured: list[str]) -> list[str]:
+    """The symbols whose champion moved (the triggering asset events), else the configured ones."""
+    events = context.get("triggering_asset_events") or {}
+    symbols = []
+    for asset_events in events.values():
+        for event in asset_events:
+            symbol = (getattr(event, "extra", None) or {}).get("symbol")
+            if symbol and symbol in configured and symbol not in symbols:
+                symbols.append(validate_symbol(symbol))
+    return symbols or [validate_symbol(s) for s in configured]
+
+
+def write_target_exposure(
+    symbol: str, model: str, context: Any, data: str | None = None, out_dir: str | None = None
+) -> dict[str, Any]:
+    """Load `models:/<model>@champion`, predict on the latest bars of `data` (None = bundled) and
+    write the last decided row as `<state dir>/inference/<SYMBOL>/target_exposure.json`."""
+    from pathlib import Path
+
+    import mlflow
+
+    from trainer.data.loaders import load_ohlcv, resolve_source
+    from trainer.io import write_json_atomic
+    from trainer.registry import CHAMPION, registry_client
+    from trainer.tracking import configure_mlflow, state_dir
+
+    configure_mlflow()
+    version = registry_client().get_model_version_by_alias(model, CHAMPION)
+    uri = f"models:/{model}@{CHAMPION}"
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    source = resolve_source(symbol, data)
+    bars = load_ohlcv(source).tail(INFERENCE_BARS).reset_index()
+    predicted = pyfunc.predict(bars).dropna(subset=["exposure"])
+    if predicted.empty:
+        raise AirflowFailException(f"{uri} decided no bar of the last {len(bars)} bars of {source}")
+    last = predicted.iloc[-1]
+    payload = {
+        "symbol": symbol,
+        "model_uri": uri,
+        "model_version": int(version.version),
+        "as_of": str(last["timestamp"]),
+        "exposure": float(last["exposure"]),
+        "option": str(last["option"]) if "option" in predicted.columns else None,
+        "source": source,
+        "bars": len(bars),
+        "dag_id": getattr(context.get("dag"), "dag_id", None),
+        "run_id": context.get("run_id"),
+    }
+    path = Path(out_dir) if out_dir else state_dir() / "inference"
+    path = path / symbol / "target_exposure.json"
+    write_json_atomic(path, payload)
+    log.info("%s target exposure %.4f as of %s (%s v%s) -> %s", symbol, payload["exposure"], payload["as_of"],
+             model, payload["model_version"], path)
+    return {**payload, "path": str(path)}
