@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-
 from integration_support import (
     ARTIFACT_BUCKET,
     MLFLOW_AUTH_DB,
@@ -26,9 +25,9 @@ from integration_support import (
     TRAINER_USER,
     Stack,
     TrainerRun,
+    create_mlflow_user,
     finish_trainer,
     start_trainer,
-    create_mlflow_user,
     upload_market_data,
 )
 from support.mlflow_server import BasicAuth, mlflow_server
@@ -50,17 +49,35 @@ def stack(s3_server: S3Server, postgres: PostgresServer, tmp_path_factory: pytes
     postgres.create_database(MLFLOW_DB)
     postgres.create_database(MLFLOW_AUTH_DB)
     server_env = {**s3_server.env_vars(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url}
-    # Authentication on, as the chart deploys MLflow: every step signs in as the trainer user.
-    auth = BasicAuth(database_uri=postgres.sqlalchemy_uri(MLFLOW_AUTH_DB))
+    # Authentication is on in its own server (`auth_stack`): the basic-auth app hashes the password
+    # on every request (~0.1 s of CPU each), which would double the whole suite's time on 2 cores.
     with mlflow_server(
         tmp_path_factory.mktemp("mlflow-server"),
         backend_store_uri=postgres.sqlalchemy_uri(MLFLOW_DB),
         artifacts_destination=f"s3://{ARTIFACT_BUCKET}/",
         env=server_env,
+    ) as server:
+        yield Stack(s3_server, postgres, server, tmp_path_factory.mktemp("steps"))
+
+
+@pytest.fixture(scope="session")
+def auth_stack(s3_server: S3Server, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The same stack with MLflow's basic-auth app on, as the chart deploys it; steps sign in as the
+    trainer user, created through the auth API by the admin."""
+    postgres.create_database(MLFLOW_DB + "_authed")
+    postgres.create_database(MLFLOW_AUTH_DB)
+    auth = BasicAuth(database_uri=postgres.sqlalchemy_uri(MLFLOW_AUTH_DB))
+    server_env = {**s3_server.env_vars(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url}
+    with mlflow_server(
+        tmp_path_factory.mktemp("mlflow-auth-server"),
+        backend_store_uri=postgres.sqlalchemy_uri(MLFLOW_DB + "_authed"),
+        artifacts_destination=f"s3://{ARTIFACT_BUCKET}/authed/",
+        env=server_env,
         auth=auth,
     ) as server:
         create_mlflow_user(server.tracking_uri, auth, TRAINER_USER, TRAINER_PASSWORD)
-        yield Stack(s3_server, postgres, server, tmp_path_factory.mktemp("steps"))
+        yield Stack(s3_server, postgres, server, tmp_path_factory.mktemp("auth-steps"),
+                    credentials=(TRAINER_USER, TRAINER_PASSWORD), database=MLFLOW_DB + "_authed")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from support.mlflow_server import MlflowServer
 from support.postgres import PostgresServer
 from support.seaweedfs import S3Server
@@ -78,14 +77,11 @@ def create_mlflow_user(tracking_uri: str, auth: Any, username: str, password: st
 
 
 def step_env(s3: S3Server, tracking_uri: str, state_dir: Path, **overrides: str) -> dict[str, str]:
-    """The environment a pipeline step gets: the S3 identity and endpoint, the MLflow server and the
-    trainer's MLflow credentials, a state dir."""
+    """The environment a pipeline step gets: the S3 identity and endpoint, the MLflow server, a state dir."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(_SCRUBBED_PREFIXES)}
     env.update(s3.env_vars())
     env.update(
         MLFLOW_TRACKING_URI=tracking_uri,
-        MLFLOW_TRACKING_USERNAME=TRAINER_USER,
-        MLFLOW_TRACKING_PASSWORD=TRAINER_PASSWORD,
         MLFLOW_S3_ENDPOINT_URL=s3.endpoint_url,
         TRAINER_STATE_DIR=str(state_dir),
         PYTHONUNBUFFERED="1",
@@ -100,6 +96,8 @@ class Stack:
     postgres: PostgresServer
     mlflow: MlflowServer
     tmp: Path
+    credentials: tuple[str, str] | None = None  # the trainer's MLflow user when the server has auth on
+    database: str = MLFLOW_DB  # the MLflow backend database (also the promotion lock's)
     _dirs: int = field(default=0)
 
     def env(self, state_dir: Path | None = None, **overrides: str) -> dict[str, str]:
@@ -108,15 +106,18 @@ class Stack:
             self._dirs += 1
             state_dir = self.tmp / f"state-{self._dirs}"
         overrides.setdefault("TRAINER_LOCK_DATABASE_URL", self.lock_database_url)
+        if self.credentials:
+            overrides.setdefault("MLFLOW_TRACKING_USERNAME", self.credentials[0])
+            overrides.setdefault("MLFLOW_TRACKING_PASSWORD", self.credentials[1])
         return step_env(self.s3, self.mlflow.tracking_uri, state_dir, **overrides)
 
     @property
     def lock_database_url(self) -> str:
-        return self.postgres.sqlalchemy_uri(MLFLOW_DB)
+        return self.postgres.sqlalchemy_uri(self.database)
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         """Read the MLflow tables directly (runs, model_versions, registered_model_aliases, ...)."""
-        return self.postgres.query(MLFLOW_DB, query, params)
+        return self.postgres.query(self.database, query, params)
 
     def aliases(self, model_name: str) -> dict[str, int]:
         rows = self.sql("SELECT alias, version FROM registered_model_aliases WHERE name = %s", (model_name,))

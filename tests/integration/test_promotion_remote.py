@@ -151,37 +151,3 @@ def test_a_remote_registry_without_a_lock_database_is_refused(stack, remote, tra
     assert run.code == 2 and "TRAINER_LOCK_DATABASE_URL is not set" in run.error_line, run.explain()
     assert "champion" not in stack.aliases(registered.model_name)
 
-
-def _set_alias(stack: Stack, name: str, version: int, credentials: tuple[str, str] | None) -> int:
-    """POST the alias move straight to the REST API; the HTTP status."""
-    import base64
-    import urllib.error
-    import urllib.request
-
-    headers = {"Content-Type": "application/json"}
-    if credentials:
-        headers["Authorization"] = "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
-    request = urllib.request.Request(
-        f"{stack.mlflow.tracking_uri}/api/2.0/mlflow/registered-models/alias",
-        data=json.dumps({"name": name, "alias": "champion", "version": str(version)}).encode(),
-        headers=headers, method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
-def test_only_an_authorised_user_can_move_the_champion(stack, remote, model_dir, tmp_path):
-    """The suite's server runs MLflow's basic-auth app, as the chart does: reaching the Service is not enough."""
-    from integration_support import create_mlflow_user
-
-    from trainer.registry import register_run
-
-    first = register_run(make_run(tmp_path, model_dir, "PGAUTH"), gates=GATES)
-    second = register_run(make_run(tmp_path, model_dir, "PGAUTH", judged_against=1), gates=GATES)
-    create_mlflow_user(stack.mlflow.tracking_uri, stack.mlflow.auth, "viewer", "viewer-password-123")
-    assert _set_alias(stack, first.model_name, second.version, None) == 401
-    assert _set_alias(stack, first.model_name, second.version, ("viewer", "viewer-password-123")) == 403
-    assert "champion" not in stack.aliases(first.model_name)
