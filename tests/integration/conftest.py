@@ -47,7 +47,6 @@ def postgres() -> Iterator[PostgresServer]:
 def stack(s3_server: S3Server, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     upload_market_data(s3_server)
     postgres.create_database(MLFLOW_DB)
-    postgres.create_database(MLFLOW_AUTH_DB)
     server_env = {**s3_server.env_vars(), "MLFLOW_S3_ENDPOINT_URL": s3_server.endpoint_url}
     # Authentication is on in its own server (`auth_stack`): the basic-auth app hashes the password
     # on every request (~0.1 s of CPU each), which would double the whole suite's time on 2 cores.
