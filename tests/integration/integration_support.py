@@ -6,12 +6,14 @@ environment a pod would get (S3 identity and endpoint, MLflow server URI, a stat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,17 @@ def create_mlflow_user(tracking_uri: str, auth: Any, username: str, password: st
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200, response.read()
+
+
+@contextlib.contextmanager
+def as_step(env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Run this test process with a step's environment (the developer's MLFLOW_/TRAINER_/AWS_ gone)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith(_SCRUBBED_PREFIXES)]:
+            mp.delenv(key)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield env
 
 
 def step_env(s3: S3Server, tracking_uri: str, state_dir: Path, **overrides: str) -> dict[str, str]:

@@ -4,10 +4,9 @@ the Service is not enough to move `champion`, and the trainer's steps work signe
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-from integration_support import Stack
+from integration_support import Stack, as_step
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +14,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def remote(auth_stack: Stack, tmp_path_factory):
     env = auth_stack.env(tmp_path_factory.mktemp("auth-state"))
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith(("MLFLOW_", "TRAINER_", "AWS_"))]:
-            mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with as_step(env):
         yield env
 
 

@@ -12,7 +12,6 @@ the PostgreSQL advisory lock (trainer.locks) on the same database:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from integration_support import MLFLOW_DB, REPO_ROOT, Stack
+from integration_support import MLFLOW_DB, REPO_ROOT, Stack, as_step
 from support.registry_runs import GATES, make_run, tiny_model_dir
 
 pytestmark = pytest.mark.integration
@@ -42,11 +41,7 @@ _PROMOTER = textwrap.dedent("""
 def remote(stack: Stack, tmp_path_factory):
     """This process talks to the stack like a step does (same environment, lock database included)."""
     env = stack.env(tmp_path_factory.mktemp("remote-state"))
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith(("MLFLOW_", "TRAINER_", "AWS_"))]:
-            mp.delenv(key)
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with as_step(env):
         yield env
 
 
