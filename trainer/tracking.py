@@ -81,11 +81,29 @@ def _init_lock_path(uri: str) -> Path:
     return state_dir() / "mlflow" / ".init.lock"
 
 
+def _point_mlflow_at(tracking: str, registry: str) -> None:
+    """Set mlflow's process-wide URIs without the side effect of writing them into os.environ.
+
+    mlflow.set_tracking_uri / set_registry_uri also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI;
+    left there, the first store a process touched would pin every later step in it (registry_uri()
+    reads the variable first), e.g. in an Airflow worker or a test session.
+    """
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def _configure(uri: str, experiment: str) -> str:
     import mlflow
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(registry_uri())
+    _point_mlflow_at(uri, registry_uri())
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         mlflow.set_experiment(experiment_id=existing.experiment_id)

@@ -34,3 +34,25 @@ def test_two_processes_creating_a_new_store_at_once_both_succeed(tmp_path):
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-1500:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1  # one experiment, the same id for all
+
+
+def test_configuring_mlflow_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri / set_registry_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+    into os.environ; left there, the first store a process used would pin every later step in it
+    (an Airflow worker, a test session) and `registry_uri()` would ignore a changed tracking server."""
+    import mlflow
+
+    from trainer.tracking import configure_mlflow, registry_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("TRAINER_STATE_DIR", str(tmp_path / "first"))
+    configure_mlflow()
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+
+    second = f"sqlite:///{tmp_path.resolve() / 'second.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", second)
+    assert registry_uri() == second
+    configure_mlflow()
+    assert mlflow.get_tracking_uri() == second and mlflow.get_registry_uri() == second
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
