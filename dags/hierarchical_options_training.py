@@ -41,6 +41,7 @@ from trainer.orchestration import pipeline
 from trainer.orchestration.approval import PromotionApproval
 from trainer.orchestration.notify import TrainingFailureNotifier
 from trainer.orchestration.settings import load_settings
+from trainer.orchestration.tasks import trainer_step
 from trainer.symbols import SYMBOL_PATTERN
 
 SETTINGS = load_settings()  # one small YAML file (plus env overrides); cheap at parse time
@@ -59,9 +60,11 @@ _limits = SETTINGS.concurrency
 NOTIFY_ON_FAILURE = {"on_failure_callback": TrainingFailureNotifier()}
 
 
-def _limit(step: str) -> timedelta:
-    """execution_timeout of one try: the longest over the profiles (the pod's deadline is the run's own)."""
-    return timedelta(seconds=SETTINGS.timeout_seconds(step))
+def step(name: str, body, *, task_id: str, **task_kwargs):
+    """The task of trainer step `name` running `body`, with its try's time limit: the longest over
+    the profiles (the pod's own deadline is its run's)."""
+    timeout = timedelta(seconds=SETTINGS.timeout_seconds(name))
+    return trainer_step(SETTINGS, name, body, task_id=task_id, execution_timeout=timeout, **task_kwargs)
 
 
 def _admission(accelerator: str) -> dict:
@@ -146,47 +149,26 @@ def hierarchical_options_training():
 
     @task_group(group_id=GROUP)
     def symbol_pipeline(symbol: str):
-        @task(execution_timeout=_limit("validate_data"), **CPU_STEP)
-        def validate_data(symbol: str, **context) -> dict:
-            return pipeline.validate_data(symbol, context)
-
-        @task(execution_timeout=_limit("smoke_train"), **CPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
-        def smoke_test(validated: dict, **context) -> dict:
-            return pipeline.train(validated, "smoke", context)
-
-        @task(execution_timeout=_limit("smoke_gate"), **CPU_STEP)
-        def smoke_gate(smoke: dict, **context) -> dict:
-            return pipeline.smoke_gate(smoke, context)
-
-        @task(execution_timeout=_limit("full_train"), **GPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
-        def full_train(validated: dict, smoke_verdict: dict, **context) -> dict:
-            return pipeline.train(validated, "full", context)
-
-        @task(execution_timeout=_limit("evaluate"), **CPU_STEP)
-        def evaluate(full: dict, **context) -> dict:
-            return pipeline.evaluate(full, context)
-
-        @task(execution_timeout=_limit("full_gate"), **CPU_STEP)
-        def quality_gates(evaluated: dict, **context) -> dict:
-            return pipeline.quality_gates(evaluated, context)
-
-        @task(execution_timeout=_limit("register_model"), **MLFLOW_WRITER)
-        def register_model(verdict: dict, **context) -> dict:
-            return pipeline.register_model(verdict, context)
-
+        # Each trainer step is a task of the configured backend: a subprocess @task locally, the
+        # step's own KubernetesPodOperator with the kubernetes backend (trainer/orchestration/tasks.py).
+        validate_data = step("validate_data", pipeline.validate_data, task_id="validate_data", **CPU_STEP)
+        smoke_test = step("smoke_train", pipeline.smoke_train, task_id="smoke_test",
+                          **CPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
+        smoke_gate = step("smoke_gate", pipeline.smoke_gate, task_id="smoke_gate", **CPU_STEP)
+        full_train = step("full_train", pipeline.full_train, task_id="full_train",
+                          **GPU_STEP, **TRAINING_RETRIES, **NOTIFY_ON_FAILURE)
+        evaluate = step("evaluate", pipeline.evaluate, task_id="evaluate", **CPU_STEP)
+        quality_gates = step("full_gate", pipeline.quality_gates, task_id="quality_gates", **CPU_STEP)
+        register_model = step("register_model", pipeline.register_model, task_id="register_model", **MLFLOW_WRITER)
         # Every task keeps the default all_success rule: inside a mapped task group Airflow 3.3 judges
         # other trigger rules of a not-yet-expanded task against *all* symbols, so one symbol's failure
         # would stop the others. publish_report runs for every registered version, passed or not, and
         # "not promoted" (gates failed, rejected, policy) is a result of promote_model (see approval.py).
-        @task(execution_timeout=_limit("publish_report"), **MLFLOW_WRITER)
-        def publish_report(registered: dict, **context) -> dict:
-            return pipeline.publish_report(registered, context)
-
+        publish_report = step("publish_report", pipeline.publish_report, task_id="publish_report", **MLFLOW_WRITER)
         # A promotion adds its model's champion Asset to this alias (one event, only when promoted),
         # which schedules dags/champion_inference.py; not promoted = a webhook message, still success.
-        @task(execution_timeout=_limit("promote_model"), outlets=[pipeline.champion_alias()], **MLFLOW_WRITER)
-        def promote_model(published: dict, decision: dict, **context) -> dict:
-            return pipeline.promote_model(published, decision, context)
+        promote_model = step("promote_model", pipeline.promote_model, task_id="promote_model",
+                             outlets=[pipeline.champion_alias()], **MLFLOW_WRITER)
 
         validated = validate_data(symbol)
         smoke = smoke_test(validated)

@@ -107,6 +107,16 @@ def train(validated: dict[str, Any], stage: specs.Stage, context: Any, settings:
     }
 
 
+def smoke_train(validated: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The 10k-step smoke test of the seed: does training run and behave at all."""
+    return train(validated, "smoke", context)
+
+
+def full_train(validated: dict[str, Any], smoke_verdict: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The full training run, after the smoke gate passed (`smoke_verdict`, for ordering only)."""
+    return train(validated, "full", context)
+
+
 def smoke_gate(smoke: dict[str, Any], context: Any, settings: PipelineSettings | None = None) -> dict[str, Any]:
     settings = settings or load_settings()
     spec = specs.gate_spec(smoke["run_dir"], "smoke", settings)

@@ -225,7 +225,15 @@ class KubernetesSettings(_Strict):
     config_dir: str = Field(description="Folder of the run configs inside the image.")
     runs_root: str = Field(description="s3://bucket/prefix of the run directories.")
     startup_timeout_seconds: int = Field(900, ge=1)
-    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = "delete_succeeded_pod"
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = Field(
+        "delete_succeeded_pod",
+        description="What happens to a finished (terminated) step pod; a pod that is still Pending or Running "
+        "when its try ends is always deleted (TrainerPodStep), so no action leaves an orphan behind.",
+    )
+    deferrable_steps: list[str] = Field(
+        default_factory=lambda: ["smoke_train", "full_train"],
+        description="Steps whose task waits for its pod in the triggerer (deferrable KPO), not on a worker slot.",
+    )
     run_as_user: int = Field(10001, ge=1, description="Non-root UID of the trainer container.")
     run_as_group: int = Field(10001, ge=1)
     env: dict[str, str] = Field(default_factory=dict)
