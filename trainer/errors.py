@@ -6,6 +6,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1  # the step ran and its verdict is "no": data invalid, gate failed, collapse abort
 EXIT_ERROR = 2  # bad input or an environment problem: config, file, S3, registry
+EXIT_BUSY = 73  # the run key is being trained by another trainer (trainer/lease.py): retry later
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: SIGTERM received, checkpoint written, retry resumes
 
 

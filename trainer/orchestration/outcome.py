@@ -5,6 +5,7 @@
 | 0    | ok                                     | the result JSON is the task's XCom              |
 | 1    | verdict "no" (invalid data, gate fail) | StepVerdictNo (AirflowFailException: no retry)  |
 | 2    | error: bad input, config, service      | StepError (AirflowFailException: no retry)      |
+| 73   | run key leased by another trainer      | StepBusy (AirflowException: retried later)      |
 | 75   | preempted, checkpoint written          | StepPreempted (AirflowException: retried, and   |
 |      |                                        | the retry resumes from the checkpoint)          |
 | else | killed (OOM 137, signal), crash        | StepCrashed (AirflowException: retried)         |
@@ -16,7 +17,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from trainer.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
+from trainer.errors import EXIT_BUSY, EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 
 
 def _describe(step: str, code: int | None, result: dict[str, Any] | None) -> str:
@@ -47,6 +48,15 @@ class StepError(AirflowFailException):
         super().__init__(_describe(step, EXIT_ERROR, result) + " (error; not retried)")
 
 
+class StepBusy(AirflowException):
+    """Exit 73: another trainer holds the run key's lease (trainer/lease.py); a later retry trains it."""
+
+    def __init__(self, step: str, result: dict[str, Any] | None) -> None:
+        self.step = step
+        self.result = dict(result or {})
+        super().__init__(_describe(step, EXIT_BUSY, result) + " (run key busy; retried later)")
+
+
 class StepPreempted(AirflowException):
     """Exit 75: a checkpoint was written; the retry resumes from it."""
 
@@ -74,6 +84,8 @@ def outcome(step: str, code: int | None, result: dict[str, Any] | None) -> dict[
         raise StepVerdictNo(step, result)
     if code == EXIT_ERROR:
         raise StepError(step, result)
+    if code == EXIT_BUSY:
+        raise StepBusy(step, result)
     if code == EXIT_PREEMPTED:
         raise StepPreempted(step, result)
     raise StepCrashed(step, code, result)

@@ -73,22 +73,30 @@ def train_run(
     Raises PreemptedError after writing a checkpoint when SIGTERM arrived, TrainerError on failure
     (the run directory then says `failed: <reason>`).
     """
+    from trainer.lease import run_key_lease
     from trainer.storage import RunStorage
 
     storage = RunStorage(output)
     storage.check_access()
-    if resume:
-        storage.pull()
-    run_dir = RunDir(storage.local)
-    if resume and run_dir.summary_path.exists():
-        previous = run_dir.read_summary()
-        if previous.get("status") == "completed" and previous.get("config_hash") == config.config_hash():
-            LOGGER.info("run already completed with this config at %s; reusing it", output)
-            return TrainOutcome(previous, output, run_dir, reused=True)
-    return _train(config, storage, output, data_source, resume, profile, stage, log_to_mlflow)
+    # One trainer per run key, from before the pull to after the last push (trainer/lease.py).
+    with run_key_lease(output, storage.local) as lease:
+        if resume:
+            storage.pull()
+        run_dir = RunDir(storage.local)
+        if resume and run_dir.summary_path.exists():
+            previous = run_dir.read_summary()
+            if previous.get("status") == "completed" and previous.get("config_hash") == config.config_hash():
+                LOGGER.info("run already completed with this config at %s; reusing it", output)
+                return TrainOutcome(previous, output, run_dir, reused=True)
+
+        def push() -> None:
+            lease.assert_held()  # never overwrite the run of a trainer that took the lease over
+            storage.push()
+
+        return _train(config, storage.local, push, output, data_source, resume, profile, stage, log_to_mlflow)
 
 
-def _train(config, storage, output: str, data_source, resume: bool, profile: str, stage: str,
+def _train(config, out, push, output: str, data_source, resume: bool, profile: str, stage: str,
            log_to_mlflow: bool) -> TrainOutcome:
     from trainer.envs.factory import load_market_data
     from trainer.training import checkpoints
@@ -97,7 +105,6 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
     from trainer.versioning import code_version, image_digest
 
     data = load_market_data(config, data_source)
-    out = storage.local
     LOGGER.info(
         "%s on %s: %d bars (%s .. %s), digest %s; train/eval/test = %d/%d/%d featurised bars",
         config.algorithm, data.symbol, len(data.frame), data.frame.index[0].date(), data.frame.index[-1].date(),
@@ -106,7 +113,7 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
     if not data.has_sentiment or not data.has_sl_confidence:
         LOGGER.info("no sentiment / sl_confidence columns: options read the neutral values from environment config")
     session = TrainingSession(config, data, out, config.training.seed)
-    session.after_checkpoint = storage.push
+    session.after_checkpoint = push
     latest = checkpoints.latest_checkpoint(session.checkpoint_root) if resume else None
     if latest is not None:
         session.restore(latest)
@@ -132,10 +139,10 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
         session.write_outputs(f"failed: {err}", identity)
         if session.tracker:
             session.tracker.finish(out, "failed")
-        storage.push()
+        push()
         raise
     if status == "preempted":
-        storage.push()
+        push()
         steps = session.last_checkpoint_steps
         where = f"checkpoint of step {steps} written" if steps is not None else "no new checkpoint written"
         raise PreemptedError(
@@ -145,7 +152,7 @@ def _train(config, storage, output: str, data_source, resume: bool, profile: str
     summary = session.write_outputs(status, identity)
     if session.tracker:
         session.tracker.finish(out, status)
-    storage.push()
+    push()
     LOGGER.info("%s: %d steps in %.0f s (%.1f steps/s); outputs in %s",
                 status, summary["total_timesteps"], summary["wall_seconds"], summary["steps_per_second"] or 0, output)
     return TrainOutcome(summary, output, RunDir(out))
