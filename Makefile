@@ -36,6 +36,8 @@ lock: $(STAMP)
 	( echo "# The whole stack, pinned: Python 3.11, CPU torch from the local wheel (torch==2.13.0 resolves to 2.13.0+cpu here)."; \
 	  echo "# Regenerate with: make lock   (after changing pyproject.toml or the tools below)"; \
 	  $(BIN)/pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' ) > requirements.lock
+	$(BIN)/python docker/gen_requirements.py
+	$(BIN)/python docker/gen_gpu_lock.py
 
 clean-state:
 	rm -rf state

@@ -148,14 +148,13 @@ def test_trainer_dockerfile_conventions():
     dockerfile = DOCKER / "trainer" / "Dockerfile"
     ins = _instructions(dockerfile)
     args = dict(a.split("=", 1) for w, a in ins if w == "ARG" and "=" in a)
-    assert args["TORCH_VERSION"] == LOCK["torch"][1] == "2.13.0"
-    assert "download.pytorch.org/whl/cu" in args["TORCH_INDEX_URL"]
+    assert args["TORCH_VERSION"] == LOCK["torch"][1] == "2.13.0"  # the install: tests/docker/test_gpu_lock.py
     assert args["VERSION"] == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert ("ENTRYPOINT", '["trainer"]') in ins
     healthcheck = [a for w, a in ins if w == "HEALTHCHECK"]
     assert healthcheck and '["trainer", "--version"]' in healthcheck[0]
     runs = " ".join(a for w, a in ins if w == "RUN")
-    assert "--no-deps" in runs and "-r /tmp/requirements.txt" in runs
+    assert "--no-deps" in runs and "--require-hashes --no-deps -r /tmp/requirements-gpu.lock" in runs
     assert any(w == "COPY" and a.startswith("--chown=root:root configs/") for w, a in ins)
 
 
