@@ -9,12 +9,12 @@ task and `max_active_tis_per_dag` on the MLflow-registry writers keep the API se
 bounds; with the kubernetes backend full training runs in the GPU pool (one slot per GPU) at a higher
 absolute priority than the CPU steps, which have their own pool.
 
-A waiting approval holds the schedule back at most `approval.response_timeout_hours` (then Reject),
-shorter than the shortest gap between scheduled runs (checked when the settings load).
-`concurrency.max_active_runs` stays 1 until training takes a lease on its run key: two active runs
-of one symbol would train the same run directory at once. Promotions from concurrent runs would be
-safe already: every champion move takes the registry's per-model lock and re-reads the champion
-inside it, refusing a stale comparison (trainer/registry.py).
+A waiting approval holds only its own symbol's promotion: `concurrency.max_active_runs` (3) lets
+the next scheduled run start beside it, and the approval times out (Reject) after
+`approval.response_timeout_hours`. Two active runs never train one run directory at once (training
+holds a lease on its run key, trainer/lease.py; the second retries later), and every champion move
+takes the registry's per-model lock and re-reads the champion inside it, refusing a stale
+comparison (trainer/registry.py).
 
 Failed or collapsed trainings and promotions that did not happen send one webhook message
 (configs/pipeline.yaml `notifications`); a promotion emits the model's champion Asset event

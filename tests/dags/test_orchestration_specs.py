@@ -29,6 +29,12 @@ def test_settings_defaults_and_env_overrides(tmp_path):
     assert k8s.runs_root() == "s3://trainer-runs/runs"
     assert k8s.step_config_path("demo") == "/app/configs/phase_b1_options.yaml"
     assert load_settings(env={"TRAINER_STATE_DIR": str(tmp_path)}).runs_root() == str(tmp_path.resolve() / "runs")
+    # The webhook URL from a Secret (env), not the pipeline file; empty turns notifications off.
+    hook = "https://hooks.example.com/services/T0/B0/secret"
+    assert load_settings(env={"TRAINER_NOTIFY_WEBHOOK_URL": hook}).notifications.webhook_url == hook
+    assert load_settings(env={"TRAINER_NOTIFY_WEBHOOK_URL": ""}).notifications.webhook_url is None
+    with pytest.raises(SettingsError, match="webhook_url"):
+        load_settings(env={"TRAINER_NOTIFY_WEBHOOK_URL": "ftp://x"})
 
 
 def test_settings_errors_name_the_problem(tmp_path):

@@ -81,6 +81,18 @@ def test_workers_use_the_bound_service_account(values, our_objects):
     assert subject in binding["subjects"]
 
 
+def test_the_triggerer_uses_a_bound_service_account_for_deferrable_pods(values, our_objects):
+    """The training steps' KubernetesPodOperator defers (pipeline.yaml kubernetes.deferrable_steps): the
+    triggerer then reads their pods and logs in the trainer namespace, so its service account is bound too."""
+    assert values["triggerer"]["enabled"] is True
+    assert values["triggerer"]["serviceAccount"] == {"create": True, "name": "airflow-triggerer"}
+    pipeline = yaml.safe_load(our_objects["ConfigMap/hierarchical-options-pipeline"]["data"]["pipeline.yaml"])
+    assert pipeline["kubernetes"]["deferrable_steps"], "the default DAG defers its training steps"
+    binding = our_objects["RoleBinding/hierarchical-options-pod-launcher"]
+    subject = {"kind": "ServiceAccount", "name": values["triggerer"]["serviceAccount"]["name"], "namespace": "airflow"}
+    assert subject in binding["subjects"]
+
+
 def _official_schema() -> dict | None:
     """The official chart's values.schema.json, from AIRFLOW_CHART_SCHEMA (a values.schema.json, the
     unpacked chart directory, or the chart .tgz from `helm pull apache-airflow/airflow`)."""

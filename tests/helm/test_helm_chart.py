@@ -193,7 +193,11 @@ def test_rbac_is_explicit_and_exactly_what_the_pod_operator_needs(rendered_sets)
         ("pods", v) for v in ("create", "get", "list", "watch", "patch", "delete")
     } | {("pods/log", "get"), ("events", "list"), ("events", "watch"), ("pods/exec", "create"), ("pods/exec", "get")}
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "airflow-worker", "namespace": "airflow"}]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "airflow-worker", "namespace": "airflow"},
+        # The training steps' operator runs deferrable: the triggerer watches their pods and logs.
+        {"kind": "ServiceAccount", "name": "airflow-triggerer", "namespace": "airflow"},
+    ]
     no_exec = documents(render({"rbac": {"create": True, "allowPodExec": False}}))
     no_exec_rules = next(d for d in no_exec if d["kind"] == "Role")["rules"]
     assert not [r for r in no_exec_rules if "pods/exec" in r["resources"]]
@@ -408,6 +412,21 @@ def test_a_budget_that_blocks_every_drain_is_refused(max_unavailable):
         render({"mlflow": {"podDisruptionBudget": {"enabled": True, "maxUnavailable": max_unavailable}}})
 
 
+def _notes(values: dict | None = None) -> str:
+    return next(text for path, text in render(values).items() if path.endswith("NOTES.txt"))
+
+
+def test_notes_print_the_commands_that_create_the_airflow_pools():
+    """Nothing creates Airflow's pools (they live in its database): NOTES.txt prints the exact commands,
+    rendered from trainer.gpuPool / trainer.cpuPool."""
+    notes = _notes()
+    assert 'airflow pools set trainer_gpu 1 "' in notes
+    assert 'airflow pools set trainer_cpu 32 "' in notes
+    custom = _notes({"trainer": {"gpuPool": {"name": "gpus.a100", "slots": 4}, "cpuPool": None}})
+    assert 'airflow pools set gpus.a100 4 "' in custom and "trainer_cpu" not in custom
+    assert "airflow pools set" not in _notes({"trainer": {"gpuPool": None, "cpuPool": None}})
+
+
 @pytest.mark.parametrize(
     "values",
     [
@@ -417,8 +436,13 @@ def test_a_budget_that_blocks_every_drain_is_refused(max_unavailable):
         {"pipeline": {"profiles": {"production": {"smoke": {"totalTimestep": 5}}}}},
         {"networkPolicy": {"s3": {"cidr": ["10.0.0.0/8"]}}},
         {"rbac": {"allowPodExecc": False}},
+        {"trainer": {"gpuPool": {"name": "trainer_gpu", "slots": 1, "size": 2}}},
+        {"trainer": {"xcomSidecarImage": {"repository": "r/sh", "tag": "1", "pull_policy": "Always"}}},
+        {"pipeline": {"concurrency": {"max_symbols": 10}}},
+        {"pipeline": {"notifications": {"webhook": "https://hooks.example.com/x"}}},
     ],
-    ids=["top-level", "mlflow", "trainer.placement.gpu", "pipeline.profiles", "networkPolicy.s3", "rbac"],
+    ids=["top-level", "mlflow", "trainer.placement.gpu", "pipeline.profiles", "networkPolicy.s3", "rbac",
+         "trainer.gpuPool", "trainer.xcomSidecarImage", "pipeline.concurrency", "pipeline.notifications"],
 )
 def test_unknown_keys_fail_schema_validation(values):
     with pytest.raises(helm_python.HelmValuesError, match="additional propert"):

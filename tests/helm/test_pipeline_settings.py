@@ -26,7 +26,7 @@ from chart_render import (
 )
 from kubernetes.client import ApiClient
 
-from trainer.orchestration.kubernetes import APP_LABEL, build_operator
+from trainer.orchestration.kubernetes import APP_LABEL, SCRATCH_VOLUME, build_operator
 from trainer.orchestration.settings import (
     PipelineSettings,
     SettingsError,
@@ -119,17 +119,30 @@ def test_the_airflow_environment_selects_the_same_file(rendered, tmp_path):
 
 
 def test_profiles_match_configs_pipeline_yaml(rendered):
-    """The chart's profiles keep the step counts of configs/pipeline.yaml (the local backend's file)."""
-    _, _, settings = rendered
+    """The chart's profiles keep the step counts of configs/pipeline.yaml (the local backend's file),
+    and its defaults of every other setting it renders are that file's too."""
+    name, _, settings = rendered
     local = load_settings(REPO / "configs" / "pipeline.yaml", env={})
     assert set(settings.profiles) == set(local.profiles)
-    for name, profile in settings.profiles.items():
-        ours, theirs = profile.model_dump(exclude={"config"}), local.profiles[name].model_dump(exclude={"config"})
-        assert ours == theirs, name
-        assert Path(profile.config).name == Path(local.profiles[name].config).name, name
+    for profile_name, profile in settings.profiles.items():
+        ours = profile.model_dump(exclude={"config"})
+        theirs = local.profiles[profile_name].model_dump(exclude={"config"})
+        assert ours == theirs, profile_name
+        assert Path(profile.config).name == Path(local.profiles[profile_name].config).name, profile_name
     assert settings.retries == local.retries
     assert settings.defaults == local.defaults
     assert settings.schedule == local.schedule
+    for section in ("concurrency", "approval", "priority", "notifications"):
+        assert getattr(settings, section) == getattr(local, section), section
+    ours_k8s, theirs_k8s = settings.kubernetes, local.kubernetes
+    for field in ("termination_grace_period_seconds", "xcom_sidecar_image", "deferrable_steps", "gpu_pool", "cpu_pool"):
+        assert getattr(ours_k8s, field) == getattr(theirs_k8s, field), field
+    if name == "default":  # production pulls the trainer image with its registry Secret
+        assert ours_k8s.image_pull_secrets == theirs_k8s.image_pull_secrets == []
+    for cls in ("cpu", "gpu"):
+        for field in ("priority_class_name", "scratch_size"):
+            assert getattr(getattr(ours_k8s, cls), field) == getattr(getattr(theirs_k8s, cls), field), (cls, field)
+    assert settings.pools() == local.model_copy(update={"backend": "kubernetes"}).pools()
 
 
 def test_secret_references_match_configs_pipeline_yaml():
@@ -174,7 +187,10 @@ def test_full_training_pod_from_the_chart_validates_and_carries_the_gpu_placemen
         assert limits["nvidia.com/gpu"] == str(gpu["resources"]["gpu"])
     else:
         assert "nvidia.com/gpu" not in limits
-    assert container["resources"]["requests"] == {"cpu": gpu["resources"]["cpu"], "memory": gpu["resources"]["memory"]}
+    requests = {"cpu": gpu["resources"]["cpu"], "memory": gpu["resources"]["memory"]}
+    if gpu.get("scratchSize"):  # the scratch emptyDir's size is requested as ephemeral storage
+        requests["ephemeral-storage"] = gpu["scratchSize"]
+    assert container["resources"]["requests"] == requests
     assert (manifest["spec"].get("nodeSelector") or {}) == gpu["nodeSelector"]
     assert (manifest["spec"].get("tolerations") or []) == gpu["tolerations"]
     assert manifest["metadata"]["namespace"] == values["trainer"]["namespace"]["name"]
@@ -244,6 +260,7 @@ def test_every_chart_setting_reaches_the_pod(tmp_path):
         "onFinishAction": "keep_pod",
         "runAsUser": 20001,
         "runAsGroup": 20002,
+        "gpuPool": {"name": "trainer_gpu", "slots": 2},  # at least one full-training pod's GPUs
     })
     values["trainer"]["placement"]["gpu"]["resources"] = {"cpu": 12, "memory": "64Gi", "gpu": 2}
     values["trainer"]["placement"]["gpu"]["tolerations"] = [
@@ -255,7 +272,7 @@ def test_every_chart_setting_reaches_the_pod(tmp_path):
     container = _base(manifest)
     assert container["image"] == f"r.example/trainer@{digest}" and container["imagePullPolicy"] == "Always"
     assert manifest["metadata"]["namespace"] == "ml-train" and manifest["spec"]["serviceAccountName"] == "runner-x"
-    assert container["resources"] == {"requests": {"cpu": "12", "memory": "64Gi"},
+    assert container["resources"] == {"requests": {"cpu": "12", "memory": "64Gi", "ephemeral-storage": "20Gi"},
                                       "limits": {"memory": "64Gi", "nvidia.com/gpu": "2"}}
     assert manifest["spec"]["tolerations"] == [
         {"key": "dedicated", "operator": "Equal", "value": "training", "effect": "NoExecute"}]
@@ -276,6 +293,100 @@ def test_every_chart_setting_reaches_the_pod(tmp_path):
     assert validate["spec"]["nodeSelector"] == {"workload": "cpu"}
 
 
+def test_every_pipeline_and_pod_setting_the_chart_wires_reaches_the_settings(tmp_path):
+    """Non-default values for the pool, grace, pull-secret, sidecar, deferral, priority-class and scratch
+    settings and the top-level sections: values -> pipeline.yaml -> load_settings (-> V1Pod)."""
+    sidecar_digest = "sha256:" + "d" * 64
+    values = production_values()
+    values["trainer"].update({
+        "terminationGracePeriodSeconds": 600,
+        "imagePullSecrets": ["regcred", "mirror-creds"],
+        "xcomSidecarImage": {"repository": "r.example/busybox", "tag": "1.37", "digest": sidecar_digest,
+                             "pullPolicy": "Always"},
+        "deferrableSteps": ["full_train"],
+        "gpuPool": {"name": "gpu_a100", "slots": 4},
+        "cpuPool": {"name": "cpu.steps", "slots": 12},
+    })
+    values["trainer"]["placement"]["gpu"].update({"priorityClassName": "training-high", "scratchSize": "50Gi"})
+    values["trainer"]["placement"]["cpu"].update({"priorityClassName": "batch-low", "scratchSize": "2Gi"})
+    values["pipeline"] = {
+        "concurrency": {"maxSymbols": 50, "maxActiveRuns": 5, "maxActiveTasks": 16, "maxActiveTisPerDagrun": 4,
+                        "mlflowWriters": 2},
+        "approval": {"responseTimeoutHours": 12.5},
+        "priority": {"gpu": 7, "cpu": 3},
+        "notifications": {"webhookUrl": "https://hooks.example.com/services/trainer", "timeoutSeconds": 2.5},
+    }
+    settings = _settings_from(values, tmp_path)
+    k8s = settings.kubernetes
+    assert k8s.termination_grace_period_seconds == 600
+    assert k8s.image_pull_secrets == ["regcred", "mirror-creds"]
+    assert k8s.xcom_sidecar_image.model_dump() == {"repository": "r.example/busybox", "tag": "1.37",
+                                                   "digest": sidecar_digest, "pull_policy": "Always"}
+    assert k8s.deferrable_steps == ["full_train"]
+    assert k8s.gpu_pool.model_dump() == {"name": "gpu_a100", "slots": 4}
+    assert k8s.cpu_pool.model_dump() == {"name": "cpu.steps", "slots": 12}
+    assert {cls: pool.name for cls, pool in settings.pools().items()} == {"gpu": "gpu_a100", "cpu": "cpu.steps"}
+    assert (k8s.gpu.priority_class_name, k8s.gpu.scratch_size) == ("training-high", "50Gi")
+    assert (k8s.cpu.priority_class_name, k8s.cpu.scratch_size) == ("batch-low", "2Gi")
+    assert settings.concurrency.model_dump() == {"max_symbols": 50, "max_active_runs": 5, "max_active_tasks": 16,
+                                                 "max_active_tis_per_dagrun": 4, "mlflow_writers": 2}
+    assert settings.approval.response_timeout_hours == 12.5
+    assert (settings.priority.gpu, settings.priority.cpu) == (7, 3)
+    assert settings.notifications.webhook_url == "https://hooks.example.com/services/trainer"
+    assert settings.notifications.timeout_seconds == 2.5
+
+    manifest, _ = _train_pod(settings, "full")
+    spec = manifest["spec"]
+    assert spec["terminationGracePeriodSeconds"] == 600
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-creds"}]
+    assert spec["priorityClassName"] == "training-high"
+    assert _base(manifest)["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+    (scratch,) = [v for v in spec["volumes"] if v["name"] == SCRATCH_VOLUME]
+    assert scratch["emptyDir"]["sizeLimit"] == "50Gi"
+    (sidecar,) = [c for c in spec["containers"] if c["name"] != "base"]
+    assert sidecar["image"] == f"r.example/busybox@{sidecar_digest}" and sidecar["imagePullPolicy"] == "Always"
+    smoke, _ = _train_pod(settings, "smoke")
+    assert smoke["spec"]["priorityClassName"] == "batch-low"
+    assert _base(smoke)["resources"]["requests"]["ephemeral-storage"] == "2Gi"
+
+
+def test_optional_settings_can_be_turned_off(tmp_path):
+    """null pools (default_pool), empty priority class / scratch size / webhook: settings.py's None."""
+    values = {
+        "trainer": {"gpuPool": None, "cpuPool": None, "xcomSidecarImage": None, "deferrableSteps": [],
+                    "placement": {"gpu": {"priorityClassName": "", "scratchSize": None},
+                                  "cpu": {"priorityClassName": None, "scratchSize": ""}}},
+        "pipeline": {"notifications": {"webhookUrl": ""}},
+    }
+    settings = _settings_from(values, tmp_path)
+    k8s = settings.kubernetes
+    assert k8s.gpu_pool is None and k8s.cpu_pool is None and settings.pools() == {}
+    assert k8s.xcom_sidecar_image is None and k8s.deferrable_steps == []
+    for cls in ("cpu", "gpu"):
+        assert getattr(k8s, cls).priority_class_name is None and getattr(k8s, cls).scratch_size is None, cls
+    assert settings.notifications.webhook_url is None
+    manifest, _ = _train_pod(settings, "full")
+    assert "priorityClassName" not in manifest["spec"]
+    assert "ephemeral-storage" not in _base(manifest)["resources"]["requests"]
+    (sidecar,) = [c for c in manifest["spec"]["containers"] if c["name"] != "base"]
+    assert sidecar["image"] == k8s.image.reference, "no sidecar image: the trainer image, never Docker Hub's alpine"
+
+
+def test_a_sidecar_image_by_tag_renders_like_the_trainer_image(tmp_path):
+    settings = _settings_from({"trainer": {"xcomSidecarImage": {"repository": "r/sh", "tag": "2.0", "digest": ""}}},
+                              tmp_path)
+    assert settings.kubernetes.xcom_sidecar_image.model_dump() == {
+        "repository": "r/sh", "tag": "2.0", "digest": None, "pull_policy": "IfNotPresent"}
+
+
+def test_an_approval_timeout_past_the_schedule_gap_is_refused_when_the_dag_loads_it(tmp_path):
+    """The chart cannot compare a timeout with a cron schedule's gaps; settings.py does, at load time."""
+    with pytest.raises(SettingsError, match="response_timeout_hours"):
+        _settings_from({"pipeline": {"approval": {"responseTimeoutHours": 30}}}, tmp_path)
+    manual = _settings_from({"pipeline": {"schedule": "", "approval": {"responseTimeoutHours": 30}}}, tmp_path)
+    assert manual.approval.response_timeout_hours == 30
+
+
 def test_network_policy_selects_the_pods_the_dag_builds(tmp_path):
     docs = documents(render(production_values()))
     settings = _settings_from(production_values(), tmp_path)
@@ -293,8 +404,15 @@ def test_network_policy_selects_the_pods_the_dag_builds(tmp_path):
         ({"trainer": {"extraEnv": [{"name": "MLFLOW_TRACKING_URI", "value": "http://x"}]}}, "set by the chart"),
         ({"trainer": {"secretEnv": [{"env": "MLFLOW_TRACKING_URI", "secret": "s", "key": "k"}]}}, "one place only"),
         ({"pipeline": {"defaults": {"profile": "nightly"}}}, "is not one of pipeline.profiles"),
+        ({"trainer": {"cpuPool": {"name": "trainer_gpu", "slots": 8}}}, "must be different Airflow pools"),
+        ({"trainer": {"gpuPool": {"name": "trainer_gpu", "slots": 1},
+                      "placement": {"gpu": {"resources": {"cpu": "8", "memory": "32Gi", "gpu": 2}}}}},
+         "would never be scheduled"),
+        ({"pipeline": {"priority": {"gpu": 10, "cpu": 10}}}, "must be above pipeline.priority.cpu"),
+        ({"pipeline": {"concurrency": {"maxSymbols": 1}}}, "more than pipeline.concurrency.maxSymbols"),
     ],
-    ids=["extraEnv-shadows-chart-env", "secretEnv-shadows-plain-env", "unknown-default-profile"],
+    ids=["extraEnv-shadows-chart-env", "secretEnv-shadows-plain-env", "unknown-default-profile",
+         "one-pool-for-both", "gpu-pool-below-one-pod", "gpu-priority-not-above-cpu", "symbols-above-max"],
 )
 def test_contradictory_values_fail_at_render_time(values, message):
     with pytest.raises(helm_python.HelmError, match=message):
@@ -314,14 +432,42 @@ def test_contradictory_values_fail_at_render_time(values, message):
         {"pipeline": {"profiles": {"Nightly": {"config": "a.yaml", "smoke": STEPS, "full": STEPS}}}},
         {"pipeline": {"profiles": {"demo": {"overrides": {"sac.buffer_size": {"nested": 1}}}}}},
         {"pipeline": {"profiles": {"demo": {"config": "../elsewhere.yaml"}}}},
+        {"trainer": {"terminationGracePeriodSeconds": 10}},
+        {"trainer": {"terminationGracePeriodSeconds": "300"}},
+        {"trainer": {"imagePullSecrets": ["Reg_Cred"]}},
+        {"trainer": {"imagePullSecrets": ["regcred", "regcred"]}},
+        {"trainer": {"xcomSidecarImage": {"repository": "r/sh", "tag": "", "digest": ""}}},
+        {"trainer": {"xcomSidecarImage": {"repository": "r/sh", "tag": "1", "pullPolicy": "Sometimes"}}},
+        {"trainer": {"deferrableSteps": ["full_training"]}},
+        {"trainer": {"gpuPool": {"name": "trainer_gpu", "slots": 0}}},
+        {"trainer": {"cpuPool": {"name": "trainer cpu", "slots": 4}}},
+        {"trainer": {"gpuPool": {"name": ""}}},
+        {"trainer": {"placement": {"gpu": {"priorityClassName": "High_Priority"}}}},
+        {"trainer": {"placement": {"cpu": {"scratchSize": "10 GB"}}}},
+        {"pipeline": {"concurrency": {"maxActiveRuns": 0}}},
+        {"pipeline": {"approval": {"responseTimeoutHours": 0}}},
+        {"pipeline": {"priority": {"gpu": 0}}},
+        {"pipeline": {"notifications": {"webhookUrl": "ftp://hooks.example.com/x"}}},
+        {"pipeline": {"notifications": {"timeoutSeconds": 31}}},
     ],
     ids=["runs-root-not-s3", "memory-quantity", "equal-without-value", "toleration-seconds", "secret-name",
-         "on-finish-action", "retries-below-two", "profile-name", "override-not-scalar", "config-path"],
+         "on-finish-action", "retries-below-two", "profile-name", "override-not-scalar", "config-path",
+         "grace-below-30", "grace-not-integer", "pull-secret-name", "pull-secret-twice", "sidecar-no-tag-or-digest",
+         "sidecar-pull-policy", "deferrable-unknown-step", "pool-no-slots", "pool-name", "pool-name-empty",
+         "priority-class-name", "scratch-quantity", "max-active-runs", "approval-timeout", "priority-weight",
+         "webhook-scheme", "webhook-timeout"],
 )
 def test_values_settings_py_would_refuse_fail_at_install_time(values):
     """What load_settings (or Kubernetes) would refuse at DAG parse time is refused by the schema first."""
     with pytest.raises(helm_python.HelmValuesError):
         render(values)
+
+
+def test_a_grace_period_below_the_minimum_fails_lint():
+    """`helm lint` (and install) refuses it: the schema's minimum is settings.py's ge=30."""
+    report = helm_python.lint(str(CHART), {"trainer": {"terminationGracePeriodSeconds": 10}}, strict=True)
+    assert report["errors"], report
+    assert "terminationGracePeriodSeconds" in json.dumps(report)
 
 
 def test_settings_loader_is_strict_so_the_chart_must_be_exact(tmp_path):

@@ -4,7 +4,9 @@ Env overrides (read only in `load_settings`):
 - TRAINER_PIPELINE_CONFIG: another pipeline file;
 - TRAINER_BACKEND: `local` or `kubernetes` (wins over the file's `backend`);
 - TRAINER_SCHEDULE: a cron expression, or `none` for manual runs only;
-- TRAINER_STATE_DIR: local runs root = $TRAINER_STATE_DIR/runs (unless the file sets local.runs_root).
+- TRAINER_STATE_DIR: local runs root = $TRAINER_STATE_DIR/runs (unless the file sets local.runs_root);
+- TRAINER_NOTIFY_WEBHOOK_URL: notifications.webhook_url (a webhook URL is often its own credential,
+  so it can come from a Secret instead of the pipeline file; empty = off).
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ class Concurrency(_Strict):
 
     max_symbols: int = Field(500, ge=1, description="Most symbols one run accepts: the `symbols` Param's maxItems.")
     max_active_runs: int = Field(
-        1, ge=1,
-        description="DAG runs active at once; raise it only with a lease on the run key (two runs of one symbol "
-        "would train the same run directory at once).",
+        3, ge=1,
+        description="DAG runs active at once (a waiting approval, tonight's run, a manual one); the run-key "
+        "lease keeps two of them from training one run directory at once.",
     )
     max_active_tasks: int = Field(
         64, ge=1, description="Running task instances of one DAG run, all tasks together (Airflow 3: per run)."
@@ -454,6 +456,11 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         tree["schedule"] = None
     if env.get("TRAINER_STATE_DIR"):
         tree["state_dir"] = env["TRAINER_STATE_DIR"]
+    webhook = env.get("TRAINER_NOTIFY_WEBHOOK_URL")
+    if webhook is not None:
+        notifications = tree.get("notifications")
+        tree["notifications"] = {**(notifications if isinstance(notifications, dict) else {}),
+                                 "webhook_url": webhook.strip() or None}
     try:
         settings = PipelineSettings.model_validate(tree)
     except ValidationError as exc:

@@ -86,7 +86,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* One placement (resources, node selector, tolerations) in pipeline.yaml's shape; call with trainer.placement.<cpu|gpu>. */}}
+{{/* One placement (resources, node selector, tolerations, priority class, scratch size) in pipeline.yaml's
+shape; call with trainer.placement.<cpu|gpu>. An empty or null priorityClassName / scratchSize renders null. */}}
 {{- define "ho.pipeline.placement" -}}
 resources:
   cpu: {{ .resources.cpu | toString | quote }}
@@ -96,6 +97,16 @@ node_selector:
   {{- toYaml (default (dict) .nodeSelector) | nindent 2 }}
 tolerations:
   {{- toYaml (default (list) .tolerations) | nindent 2 }}
+priority_class_name: {{ if .priorityClassName }}{{ .priorityClassName | quote }}{{ else }}null{{ end }}
+scratch_size: {{ if .scratchSize }}{{ .scratchSize | toString | quote }}{{ else }}null{{ end }}
+{{- end }}
+
+{{/* One Airflow pool in pipeline.yaml's shape ({name, slots}), or nothing for null; call with trainer.<gpu|cpu>Pool. */}}
+{{- define "ho.pipeline.pool" -}}
+{{- if . }}
+name: {{ .name | quote }}
+slots: {{ .slots | int }}
+{{- end }}
 {{- end }}
 
 {{/* One stage's step counts in pipeline.yaml's shape; call with pipeline.profiles.<name>.<smoke|full>. */}}
