@@ -396,3 +396,23 @@ def test_a_model_directory_missing_its_signal_model_is_refused(hierarchical, tmp
     (copy / "signals.json").unlink()
     with pytest.raises(TrainerError, match="signals.json is missing"):
         load_agent(copy)
+
+
+@pytest.mark.slow
+def test_the_inference_dag_writes_the_champions_decision_on_the_latest_bars(champion, tmp_path):
+    """dags/champion_inference.py's task body against the real registered champion: the exposure
+    it writes is the champion's decision on the last of the latest bars of the bundled data."""
+    from trainer.data.loaders import load_ohlcv, resolve_source
+    from trainer.orchestration.pipeline import INFERENCE_BARS, write_target_exposure
+
+    name = champion.uri.split("/", 1)[1].split("@")[0]
+    result = write_target_exposure("SPY", name, {"run_id": "asset_triggered__1", "dag": None}, out_dir=str(tmp_path))
+    written = json.loads((tmp_path / "SPY" / "target_exposure.json").read_text())
+    assert written == {k: v for k, v in result.items() if k != "path"}
+
+    bars = load_ohlcv(resolve_source("SPY", None)).tail(INFERENCE_BARS).reset_index()
+    expected = champion.model.predict(bars).dropna(subset=["exposure"]).iloc[-1]
+    assert written["exposure"] == pytest.approx(float(expected["exposure"]))
+    assert written["option"] == expected["option"] and written["as_of"] == str(expected["timestamp"])
+    assert written["model_uri"] == champion.uri and written["model_version"] >= 1
+    assert written["as_of"] == str(bars["timestamp"].iloc[-1])  # today's decision, on the newest bar
