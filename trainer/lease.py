@@ -40,7 +40,7 @@ LOGGER = logging.getLogger(__name__)
 LEASE_OBJECT = "lease.json"
 LOCAL_LEASE_FILE = ".lease"
 TTL_ENV = "TRAINER_LEASE_TTL_SECONDS"
-DEFAULT_TTL_S = 300.0  # a SIGKILLed holder blocks its run key at most this long
+DEFAULT_TTL_S = 120.0  # a SIGKILLed holder blocks its run key at most this long (Airflow retries outlast it)
 
 
 class LeaseHeldError(TrainerError):

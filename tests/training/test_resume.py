@@ -151,6 +151,42 @@ def test_sigkill_mid_run_then_resume_ends_like_the_uninterrupted_run(tmp_path, r
     assert_same_run(out, reference(algorithm))
 
 
+def test_sigkill_with_s3_run_storage_then_a_fresh_pod_resumes_like_the_uninterrupted_run(tmp_path, reference, s3_server):
+    """The same in the S3 run storage: the killed trainer's staging folder is gone (a new pod, an
+    empty state dir); the resume pulls the newest complete checkpoint from S3 and the run it pushes
+    back ends like the uninterrupted local one."""
+    bucket = "resume-runs"
+    client = s3_server.client()
+    if bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=bucket)
+    output = f"s3://{bucket}/SPY/resume-{tmp_path.name}/full"
+    args = [*train_args(tmp_path / "unused", "hierarchical_sac")]
+    args[args.index("--output-dir") + 1] = output
+
+    def pod_env(name: str, faults: str | None = None) -> dict[str, str]:
+        # A short run-key lease: the SIGKILLed trainer cannot release its lease, the next one takes
+        # it over once it is older than the TTL.
+        return {**_env(tmp_path / name, faults), **s3_server.env_vars(), "TRAINER_LEASE_TTL_SECONDS": "3"}
+
+    killed = trainer(args, pod_env("first-pod", "train.step.250=kill"), check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    early = trainer([*args, "--resume"], pod_env("too-early-pod"), check=False)
+    assert early.returncode == 73 and "is being trained by" in early.stderr, early.stderr[-2000:]
+    time.sleep(3.5)
+    resumed = trainer([*args, "--resume"], pod_env("second-pod"))
+    assert "taking over the lease" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "at step 200" in resumed.stderr
+    # What S3 holds now, downloaded as a run directory, against the run never killed.
+    copy, prefix = tmp_path / "from-s3", output[len(f"s3://{bucket}/"):]
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+        for obj in page.get("Contents", []):
+            target = copy / obj["Key"][len(prefix) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, obj["Key"], str(target))
+    assert not (copy / "lease.json").exists()  # released at the end
+    assert_same_run(copy, reference("hierarchical_sac"))
+
+
 @pytest.mark.parametrize("step", [50, 150], ids=["in-warmup", "after-warmup"])
 def test_sigterm_at_an_unscheduled_step_checkpoints_that_step_and_resumes_exactly(tmp_path, reference, step):
     """A real SIGTERM while step `step` runs (50: random warm-up actions, no controller updates yet;
