@@ -155,6 +155,15 @@ class SACConfig(_Strict):
     torch_threads: int = Field(
         1, ge=1, description="torch.set_num_threads; 1 beats 2 on a busy 2-core box (see README benchmarks)."
     )
+    # The update path (trainer/training/fast_sac.py; benchmarks/sac_update.py measures each choice).
+    optimizer: Literal["adam", "adam_foreach", "adam_fused"] = Field(
+        "adam", description="Adam's implementation: per-tensor loops (SB3's default on CPU), foreach or fused kernels."
+    )
+    matmul_precision: Literal["highest", "high", "medium"] = Field(
+        "highest", description="torch.set_float32_matmul_precision: 'high' allows TF32 on GPUs that have it."
+    )
+    compile: bool = Field(False, description="torch.compile the SAC gradient step (FastSAC).")
+    cuda_graphs: bool = Field(False, description="Capture the SAC gradient step in a CUDA graph (device cuda only).")
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ COMMON = ["environment.window_size=10", "sac.net_arch=[32,32]", "sac.batch_size=
 OPTIONS = ["options.state_dim=108", "options.hidden_dim=32", "options.warmup_steps=100", "options.batch_size=16",
            "options.monitor.window_steps=100", "options.option_buffer_size=3000"]
 # Differ between two identical runs by nature: elapsed time.
-TIMING_KEYS = ("wall_seconds", "steps_per_second")
+TIMING_KEYS = ("wall_seconds", "steps_per_second", "updates_per_second")
 
 pytestmark = pytest.mark.slow
 

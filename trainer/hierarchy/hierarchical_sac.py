@@ -19,12 +19,13 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.vec_env import VecEnv
 
-from trainer.config import TrainerConfig
+from trainer.config import ConfigError, TrainerConfig
 from trainer.envs.layout import ObservationLayout
 from trainer.hierarchy.controller import ControllerStats, OptionsLearner
 from trainer.hierarchy.monitor import OptionsMonitorCallback, OptionsTrainingCallback
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from trainer.hierarchy.option_env import OptionVecEnv
+from trainer.training.fast_sac import FastSAC
 
 
 def resolve_device(name: str) -> str:
@@ -33,11 +34,22 @@ def resolve_device(name: str) -> str:
     return name
 
 
+OPTIMIZER_KWARGS = {"adam": {}, "adam_foreach": {"foreach": True}, "adam_fused": {"fused": True}}
+
+
 def build_sac(config: TrainerConfig, env: VecEnv, seed: int) -> SAC:
-    """SB3 SAC with the config's hyperparameters (shared by Phase A and Phase B.1)."""
+    """SB3 SAC with the config's hyperparameters (shared by Phase A and Phase B.1), as FastSAC: SB3's
+    own update unless `sac.compile` / `sac.cuda_graphs` ask for the fast one."""
     sac = config.sac
     torch.set_num_threads(sac.torch_threads)
-    return SAC(
+    torch.set_float32_matmul_precision(sac.matmul_precision)
+    device = resolve_device(config.training.device)
+    if sac.cuda_graphs and device != "cuda":
+        raise ConfigError(f"sac.cuda_graphs needs training.device cuda; this run trains on {device}")
+    policy_kwargs: dict = {"net_arch": list(sac.net_arch)}
+    if OPTIMIZER_KWARGS[sac.optimizer]:
+        policy_kwargs["optimizer_kwargs"] = OPTIMIZER_KWARGS[sac.optimizer]
+    return FastSAC(
         "MlpPolicy",
         env,
         learning_rate=sac.learning_rate,
@@ -49,10 +61,12 @@ def build_sac(config: TrainerConfig, env: VecEnv, seed: int) -> SAC:
         train_freq=sac.train_freq,
         gradient_steps=sac.gradient_steps,
         ent_coef=sac.ent_coef,
-        policy_kwargs={"net_arch": list(sac.net_arch)},
+        policy_kwargs=policy_kwargs,
         seed=seed,
-        device=resolve_device(config.training.device),
+        device=device,
         verbose=0,
+        compile_update=sac.compile,
+        cuda_graphs=sac.cuda_graphs,
     )
 
 

@@ -46,6 +46,15 @@ class RunState:
     wall_seconds: float = 0.0
 
 
+def gpu_max_memory_mb() -> float | None:
+    """Peak GPU memory torch allocated in this process (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
 class TrainingSession:
     """:param config: resolved config; :param data: loaded market data; :param output_dir: local run dir
     :param seed: global seed; :param tracker: optional MLflow logger (trainer.training.mlflow_log)"""
@@ -98,14 +107,15 @@ class TrainingSession:
         it had never stopped: same envs mid-episode, same options mid-way, same observations, same
         RNG streams. A resume that changes n_envs or a buffer size is refused (TrainerError)."""
         import torch
-        from stable_baselines3 import SAC
 
         saved = checkpoints.read_state(checkpoint)
         checkpoints.check_resume_settings(checkpoint, saved.get("settings"), self.config)
         env = self.hierarchy.option_env if self.hierarchy else self.train_env
         # force_reset=False keeps the saved _last_obs / _last_episode_starts, so learn() continues
         # the open episodes instead of resetting every env.
-        self.sac = SAC.load(checkpoint / "sac.zip", env=env, device=self.sac.device, force_reset=False)
+        # The same class (FastSAC), with this run's update flags (a resume may switch compile on).
+        self.sac = type(self.sac).load(checkpoint / "sac.zip", env=env, device=self.sac.device, force_reset=False,
+                                       compile_update=self.config.sac.compile, cuda_graphs=self.config.sac.cuda_graphs)
         if (checkpoint / "replay_buffer.npz").exists():
             checkpoints.load_replay(self.sac.replay_buffer, checkpoint / "replay_buffer.npz")
         else:
@@ -303,6 +313,10 @@ class TrainingSession:
             "total_timesteps": steps,
             "wall_seconds": round(self.state.wall_seconds, 2),
             "steps_per_second": round(steps / self.state.wall_seconds, 2) if self.state.wall_seconds else None,
+            "sac_updates": int(self.sac._n_updates),  # SAC gradient steps (benchmarks/gpu_full_run.sh)
+            "updates_per_second": (round(self.sac._n_updates / self.state.wall_seconds, 2)
+                                   if self.state.wall_seconds else None),
+            "gpu_max_memory_mb": gpu_max_memory_mb(),
             "mlflow_run_id": self.state.mlflow_run_id,
             "data": self.data.describe(),
             "metrics": self.run_metrics(),

@@ -1,0 +1,85 @@
+"""FastSAC (trainer/training/fast_sac.py): with its flags off it is SB3's SAC bit for bit; its own
+update path (the one `sac.compile` compiles and `sac.cuda_graphs` captures) computes SB3's update."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from trainer.training.fast_sac import FastSAC
+
+STEPS = 300
+
+
+def make(cls, **kwargs):
+    return cls("MlpPolicy", gym.make("Pendulum-v1"), learning_starts=100, batch_size=32,
+               policy_kwargs={"net_arch": [32, 32]}, seed=3, verbose=0, device="cpu", **kwargs)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {**model.policy.state_dict(), "log_ent_coef": model.log_ent_coef.detach()}
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, torch.Tensor]:
+    """Plain SB3 SAC after 300 steps (200 gradient steps)."""
+    torch.set_num_threads(1)
+    return weights(make(SAC).learn(STEPS))
+
+
+def test_with_the_flags_off_it_is_sb3_sac_bit_for_bit(reference):
+    model = make(FastSAC)
+    assert not model.fast_path
+    trained = weights(model.learn(STEPS))
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)
+
+
+def test_its_update_path_computes_sb3s_update(reference, monkeypatch):
+    """The fast path without compilation (torch.compile replaced by the identity): the same ops in
+    the same order as SB3's train, so the same weights exactly."""
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    model = make(FastSAC, compile_update=True)
+    trained = weights(model.learn(STEPS))
+    assert model._step_fn is not None  # the fast path ran
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)
+    logged = model.logger.name_to_value
+    assert {"train/actor_loss", "train/critic_loss", "train/ent_coef", "train/ent_coef_loss"} <= set(logged)
+
+
+def test_compiled_it_trains_like_sb3_within_float_tolerance(reference, monkeypatch):
+    """Real torch.compile (inductor, CPU). Its random numbers come from torch's generator
+    (fallback_random) so the comparison is of the arithmetic, not of two RNG streams."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor, "fallback_random", True)
+    model = make(FastSAC, compile_update=True)
+    trained = weights(model.learn(STEPS))
+    for key, value in reference.items():
+        assert torch.allclose(trained[key], value, rtol=1e-4, atol=1e-5), key
+
+
+def test_cuda_graphs_need_a_gpu():
+    with pytest.raises(ValueError, match="needs device cuda"):
+        make(FastSAC, cuda_graphs=True)
+
+
+def test_the_config_chooses_the_update_and_the_optimizer(tmp_path):
+    from trainer.config import ConfigError, load_config
+    from trainer.envs.factory import load_market_data, make_vec_env
+    from trainer.hierarchy.hierarchical_sac import build_sac
+
+    base = str(Path(__file__).resolve().parents[2] / "configs" / "phase_a_baseline.yaml")
+    config = load_config(base, {"sac.optimizer": "adam_foreach", "sac.compile": True, "sac.net_arch": [16],
+                                "environment.window_size": 10})
+    data = load_market_data(config)
+    model = build_sac(config, make_vec_env(data.features["train"], config, 1, seed=0), seed=0)
+    assert isinstance(model, FastSAC) and model.compile_update and not model.cuda_graphs
+    assert model.actor.optimizer.defaults["foreach"] is True and model.critic.optimizer.defaults["foreach"] is True
+    with pytest.raises(ConfigError, match="sac.cuda_graphs needs training.device cuda"):
+        build_sac(load_config(base, {"sac.cuda_graphs": True, "training.device": "cpu"}), model.env, seed=0)
+    with pytest.raises(ConfigError, match="sac.optimizer"):
+        load_config(base, {"sac.optimizer": "sgd"})
