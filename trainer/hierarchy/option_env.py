@@ -133,11 +133,13 @@ class OptionVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
+        active = self.active_options()
+        np.add.at(self.window.steps, active, 1)
+        np.add.at(self.totals.steps, active, 1)
+        markets = None  # decoded once per step, for all envs, when an option may terminate
         ended = []
         for i in range(self.num_envs):
             state = self.env_states[i]
-            self.window.steps[state.active_option] += 1
-            self.totals.steps[state.active_option] += 1
             state.accumulated_reward += (self.cfg.gamma**state.option_step_count) * float(rewards[i])
             state.option_step_count += 1
             if dones[i]:
@@ -146,9 +148,12 @@ class OptionVecEnv(VecEnvWrapper):
                 infos[i]["terminal_observation"] = self._augment_one(terminal, state.active_option)
                 self._end_option(i, terminal, episode_done=not truncated, cut_by_episode=True)
                 ended.append(i)
-            elif self._terminates(i, obs):
-                self._end_option(i, obs[i], episode_done=False)
-                ended.append(i)
+            elif state.option_step_count >= state.min_durations.get(state.active_option, 0):
+                if markets is None:
+                    markets = self.layout.market_state(obs)
+                if self._terminates(i, markets.at(i)):
+                    self._end_option(i, obs[i], episode_done=False)
+                    ended.append(i)
         if ended:
             self._start_options(np.asarray(ended), obs)  # one controller forward for all of them
         for i in range(self.num_envs):
@@ -174,12 +179,11 @@ class OptionVecEnv(VecEnvWrapper):
 
     # ---------------------------------------------------------------- option lifecycle
 
-    def _terminates(self, env_idx: int, obs: np.ndarray) -> bool:
+    def _terminates(self, env_idx: int, market) -> bool:
+        """Whether env `env_idx`'s option ends now, given its decoded MarketState; only asked once
+        the option has run min_duration steps (seed Fix 2: below it the option is forced to go on,
+        whatever it says, and no termination draw is made)."""
         state = self.env_states[env_idx]
-        min_duration = state.min_durations.get(state.active_option, 0)
-        if state.option_step_count < min_duration:
-            return False  # seed Fix 2: forced continuation, whatever the option says
-        market = self.layout.market_state(obs[env_idx])
         option = self.options[state.active_option]
         term_prob, rule = option.termination(state.option_step_count, market, state.memory)
         if self.deterministic:
