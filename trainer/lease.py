@@ -226,19 +226,25 @@ class S3Lease:
             raise LeaseLostError(f"no lease held on {self.remote}")
 
     def release(self) -> None:
+        """Delete the lease if it is still ours. Best effort: it runs while the step is ending,
+        often because S3 failed; a lease that cannot be deleted expires after its TTL."""
         from trainer.s3 import s3_client
 
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=10)
         with self._lock:
-            if self._lost or self._etag is None:
+            etag, self._etag = self._etag, None
+            if self._lost or etag is None:
                 return
-            client = s3_client()
-            current = self._read(client)
-            if current is not None and current[1] == self._etag:  # still ours: nobody took it over
-                client.delete_object(Bucket=self.bucket, Key=self.key)
-            self._etag = None
+            try:
+                client = s3_client()
+                current = self._read(client)
+                if current is not None and current[1] == etag:  # still ours: nobody took it over
+                    client.delete_object(Bucket=self.bucket, Key=self.key)
+            except Exception as exc:  # noqa: BLE001 - never mask the step's own outcome
+                LOGGER.warning("could not release the lease %s (%s); it expires %.0f s after its last renewal",
+                               self.uri, exc, self.ttl)
 
 
 @contextlib.contextmanager

@@ -74,7 +74,9 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
     with seaweedfs_server(s3_dir) as s3:
         upload_market_data(s3)
         client = s3.client()
-        env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-first")
+        # A short run-key lease: the first trainer cannot release its lease with S3 down, so the
+        # resume below takes it over once it is older than this (trainer/lease.py).
+        env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-first", TRAINER_LEASE_TTL_SECONDS="2")
         started = time.monotonic()
         proc = start_trainer(args, env)
         try:
@@ -106,10 +108,12 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
         assert f"{prefix}/summary.json" not in keys  # the failed attempt never reached S3 with a summary
 
         result_json = tmp_path / "resume.json"
-        env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-fresh-pod")
+        env = step_env(s3, stack.mlflow.tracking_uri, tmp_path / "state-fresh-pod", TRAINER_LEASE_TTL_SECONDS="2")
+        time.sleep(2.5)  # the dead trainer's lease expires
         started = time.monotonic()
         second = finish_trainer(start_trainer([*args, "--resume"], env, result_json), started, 300, result_json)
         assert second.code == 0, second.explain()
+        assert "taking over the lease" in second.stderr, second.explain()
         assert "resumed from" in second.stderr and f"at step {resumed_from}" in second.stderr, second.explain()
         assert second.result["status"] == "completed" and second.result["total_timesteps"] == total
         summary = json.loads(client.get_object(Bucket=RUNS_BUCKET, Key=f"{prefix}/summary.json")["Body"].read())

@@ -104,6 +104,15 @@ def test_the_renewal_thread_keeps_a_short_lease_alive(s3):
     holder.release()
 
 
+def test_release_with_s3_unreachable_never_masks_the_steps_own_outcome(s3, monkeypatch, caplog):
+    lease = S3Lease(run_key(), "pod-a", ttl_seconds=60)
+    lease.acquire()
+    lease._stop.set()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # S3 went away as the step ended
+    lease.release()  # logs, does not raise
+    assert "could not release the lease" in caplog.text
+
+
 def test_local_run_directories_are_leased_with_a_lock_released_when_the_holder_dies(tmp_path):
     run = tmp_path / "run"
     first = LocalLease(run, "host:1:a")
