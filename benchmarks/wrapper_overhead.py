@@ -3,7 +3,7 @@ step count and thread setting, in one process, interleaved (A B A B) so machine 
 
     .venv/bin/python benchmarks/wrapper_overhead.py [--steps 3000] [--n-envs 4] [--repeats 2] [--threads 1]
 
-Goal: the hierarchy costs at most 10% over plain SAC.
+Goal (issue 12): the hierarchy costs at most 3% over plain SAC at 16 envs and 5% at 4 envs.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
           f"net {hier_cfg.sac.net_arch}, batch {hier_cfg.sac.batch_size}")
     print(f"plain SAC:     {plain_best:8.1f} env steps/s (best of {args.repeats})")
     print(f"hierarchical:  {hier_best:8.1f} env steps/s (best of {args.repeats})")
-    print(f"overhead:      {100 * (plain_best / hier_best - 1):+.1f}% time per step (goal <= 10%)")
+    print(f"overhead:      {100 * (plain_best / hier_best - 1):+.1f}% time per step (goal <= 3% at 16 envs, <= 5% at 4)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ update path (the one `sac.compile` compiles and `sac.cuda_graphs` captures) comp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import gymnasium as gym
@@ -83,3 +84,20 @@ def test_the_config_chooses_the_update_and_the_optimizer(tmp_path):
         build_sac(load_config(base, {"sac.cuda_graphs": True, "training.device": "cpu"}), model.env, seed=0)
     with pytest.raises(ConfigError, match="sac.optimizer"):
         load_config(base, {"sac.optimizer": "sgd"})
+
+
+def test_torch_threads_come_from_the_environment_when_it_sets_them(monkeypatch):
+    from trainer.config import ConfigError
+    from trainer.demo import demo_env
+    from trainer.hierarchy.hierarchical_sac import torch_threads
+
+    monkeypatch.delenv("TRAINER_TORCH_THREADS", raising=False)
+    assert torch_threads(1) == 1
+    monkeypatch.setenv("TRAINER_TORCH_THREADS", "2")
+    assert torch_threads(1) == 2
+    monkeypatch.setenv("TRAINER_TORCH_THREADS", "zero")
+    with pytest.raises(ConfigError, match="TRAINER_TORCH_THREADS='zero'"):
+        torch_threads(1)
+    monkeypatch.delenv("TRAINER_TORCH_THREADS")
+    # The demo trains one symbol at a time: two threads on a 2-core machine.
+    assert demo_env(Path("/repo"), Path("/state"))["TRAINER_TORCH_THREADS"] == str(min(2, os.cpu_count() or 1))
