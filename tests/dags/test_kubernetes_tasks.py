@@ -12,6 +12,7 @@ execution-timeout wrapper (the task runner's `_run_execute_callable`, which call
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -260,4 +261,49 @@ def test_full_training_defers_and_resumes_on_the_same_pod(k8s_dag, api):
     result = resumed.trigger_reentry(resumed_context, event)
     assert result["stage"] == "full" and result["symbol"] == "SPY" and result["mlflow_run_id"] == "abc"
     assert len(api.created) == 1
+    wait_for(lambda: api.live_pods() == [])
+
+
+# ------------------------------------------------------------------------------------------------
+# A whole DAG run on the kubernetes backend
+# ------------------------------------------------------------------------------------------------
+
+STEP_RESULTS = {
+    "validate_data": {"passed": True, "data_digest": "b" * 64, "rows": 5031},
+    "smoke_train": {"status": "completed", "mlflow_run_id": "smoke-run"},
+    "smoke_gate": {"passed": True},
+    "full_train": {"status": "completed", "mlflow_run_id": "full-run"},
+    "evaluate": {"test_sharpe": 0.7},
+    "full_gate": {"passed": True},
+    "register_model": {"passed": True, "model_name": "demo.hierarchical-options-SPY", "version": 3,
+                       "tier_reached": "minimum"},
+    "publish_report": {"report_uri": "runs:/full-run/report/report.html", "required_tier": "minimum",
+                       "require_human_approval": False},
+    "promote_model": {"promoted": True, "model_name": "demo.hierarchical-options-SPY"},
+}
+
+
+def test_a_dag_run_on_the_kubernetes_backend_runs_every_step_as_one_pod(k8s_dag, api, airflow_db, monkeypatch, capfd, caplog):
+    """`dag.test()`: the real task runner renders each pod task's inputs (the mapped group's symbol,
+    the upstream XComs) and passes each pod's result to the next task; smoke and full training defer
+    and the KubernetesPodTrigger itself (async client) watches their pods against the double before
+    the task resumes. The operators reach the cluster through the `kubernetes_default` connection,
+    as a deployment configures it. One pod per step, none left behind, and the promotion happens."""
+    # The cluster connection the operators use, as a deployment configures it (kubernetes_default).
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(
+        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(api.kubeconfig), "in_cluster": False}}))
+    api.behaviour = Behaviour(run_seconds=0.2, results_by_step=STEP_RESULTS)
+    run = k8s_dag.test(run_conf={"symbols": ["SPY"], "profile": "demo"})
+    tis = {ti.task_id.split(".")[-1]: ti for ti in run.get_task_instances()}
+    assert run.state == "success", {name: ti.state for name, ti in tis.items()}
+    # Both training steps deferred once, their trigger ran to completion, and they resumed (no retry).
+    out = capfd.readouterr().out
+    deferred = [line for line in out.splitlines() if "Pausing task as DEFERRED" in line]
+    assert len(deferred) == 2 and any("smoke_test" in line for line in deferred) and any("full_train" in line for line in deferred)
+    assert (out + caplog.text).count("[DAG TEST] Trigger completed") == 2
+    assert tis["smoke_test"].try_number == tis["full_train"].try_number == 1
+    steps = [name.split("-")[1:-1] for name in api.created]
+    assert sorted("-".join(s) for s in steps) == sorted(
+        ["validate-data", "smoke-train", "smoke-gate", "full-train", "evaluate", "full-gate", "register-model",
+         "publish-report", "promote-model"])
     wait_for(lambda: api.live_pods() == [])

@@ -59,6 +59,10 @@ class Behaviour:
     result: dict[str, Any] | None = None
     terminating_seconds: float = 0.2
     logs: list[str] = field(default_factory=lambda: ["training...", "done"])
+    results_by_step: dict[str, dict[str, Any]] = field(default_factory=dict)  # by the pod's trainer/step label
+
+    def result_of(self, labels: dict[str, str]) -> dict[str, Any] | None:
+        return self.results_by_step.get(labels.get("trainer/step", ""), self.result)
 
 
 def _now() -> str:
@@ -299,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         command = query.get("command", [])
         if command[-1:] and "return.json" in command[-1]:  # the KPO reading the result file
-            result = pod.behaviour.result
+            result = pod.behaviour.result_of(pod.manifest["metadata"].get("labels") or {})
             self._ws_send(1, (json.dumps(result) if result is not None else "__airflow_xcom_result_empty__").encode())
         else:  # an interactive shell: the KPO's "kill the sidecar" command arrives on stdin
             self._ws_read_frame()
