@@ -27,6 +27,7 @@ from typing import Any
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator, PodPhase
 from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
 from trainer.orchestration.outcome import StepCrashed, outcome
 from trainer.orchestration.settings import PipelineSettings
@@ -325,9 +326,11 @@ class TrainerPodStep(TrainerPodOperator):
         if pod is not None:
             try:
                 current = self.pod_manager.read_pod(pod)
-            except Exception as exc:  # gone already (404) or unreadable: on_finish_action decides
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False  # gone already
                 log.debug("could not re-read pod %s: %s", pod.metadata.name, exc)
-                current = pod
+                current = pod  # unreadable: judge by the status we have
             if not _is_terminated(current):
                 log.warning("deleting pod %s: still %s when its try ended", pod.metadata.name,
                             current.status.phase if current.status else "unknown")
@@ -336,7 +339,9 @@ class TrainerPodStep(TrainerPodOperator):
                         current.metadata.name, current.metadata.namespace,
                         grace_period_seconds=self.termination_grace_period,  # time to checkpoint
                     )
-                except Exception:
+                except ApiException as exc:
+                    if exc.status == 404:
+                        return True  # went away by itself meanwhile
                     if reraise:
                         raise
                     log.exception("could not delete pod %s", pod.metadata.name)
