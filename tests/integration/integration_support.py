@@ -33,6 +33,9 @@ ARTIFACT_BUCKET = "mlflow-artifacts"
 SPY_URI = f"s3://{DATA_BUCKET}/SPY.csv"
 INTEGRATION_GATES = Path(__file__).with_name("gates_integration.yaml")
 
+# `trainer train` of the smoke stage on bundled SPY (the fault and retention tests add output and steps).
+SMOKE_TRAIN = ["train", "--config", "configs/phase_b1_options.yaml", "--symbol", "SPY", "--profile", "demo", "--stage", "smoke"]
+
 # Tiny training (the brief's step counts): a few hundred steps, small nets, checkpoints every 100.
 TINY_TRAIN = [
     "--n-envs", "1",

@@ -17,6 +17,7 @@ import pytest
 
 from integration_support import (
     RUNS_BUCKET,
+    SMOKE_TRAIN,
     SPY_URI,
     TINY_TRAIN,
     Stack,
@@ -29,7 +30,6 @@ from support.seaweedfs import seaweedfs_server
 
 pytestmark = pytest.mark.integration
 
-TRAIN = ["train", "--config", "configs/phase_b1_options.yaml", "--symbol", "SPY", "--profile", "demo", "--stage", "smoke"]
 
 
 def assert_clear_error(run, step: str, *needles: str) -> None:
@@ -68,7 +68,7 @@ def test_s3_stopped_mid_train_fails_clearly_and_resume_completes(stack: Stack, t
     pod (empty state dir) resumes from the checkpoint on S3 and reaches the same total step count."""
     total, prefix = 600, "SPY/it-fault"
     output = f"s3://{RUNS_BUCKET}/{prefix}"
-    args = [*TRAIN, "--data", SPY_URI, "--output-dir", output, "--total-timesteps", str(total), "--eval-freq", "300", *TINY_TRAIN]
+    args = [*SMOKE_TRAIN, "--data", SPY_URI, "--output-dir", output, "--total-timesteps", str(total), "--eval-freq", "300", *TINY_TRAIN]
     s3_dir = tmp_path / "seaweedfs"
     # Its own S3 server, so killing it leaves the session's (the MLflow artifact store) alone.
     with seaweedfs_server(s3_dir) as s3:
@@ -141,7 +141,7 @@ def test_wrong_s3_access_key_is_refused_when_train_uploads_a_checkpoint(stack: S
     """Bundled data (no S3 read), so the first S3 call is the checkpoint upload to s3://."""
     output = f"s3://{RUNS_BUCKET}/SPY/it-wrong-key"
     run = trainer_cli(
-        [*TRAIN, "--output-dir", output, "--total-timesteps", "300", "--eval-freq", "300", "--no-mlflow", *TINY_TRAIN],
+        [*SMOKE_TRAIN, "--output-dir", output, "--total-timesteps", "300", "--eval-freq", "300", "--no-mlflow", *TINY_TRAIN],
         stack.env(AWS_ACCESS_KEY_ID="nobody"),
     )
     assert_clear_error(run, "train", output, "AWS_ACCESS_KEY_ID")
@@ -151,7 +151,7 @@ def test_wrong_s3_access_key_is_refused_when_train_uploads_a_checkpoint(stack: S
 def test_train_with_the_mlflow_server_unreachable_fails_within_bounded_time(stack: Stack, trainer_cli) -> None:
     uri = f"http://127.0.0.1:{closed_port()}"
     run = trainer_cli(
-        [*TRAIN, "--output-dir", f"s3://{RUNS_BUCKET}/SPY/it-no-mlflow", "--total-timesteps", "300", "--eval-freq", "300", *TINY_TRAIN],
+        [*SMOKE_TRAIN, "--output-dir", f"s3://{RUNS_BUCKET}/SPY/it-no-mlflow", "--total-timesteps", "300", "--eval-freq", "300", *TINY_TRAIN],
         stack.env(MLFLOW_TRACKING_URI=uri),
         timeout=75,  # kill a step that retries for minutes; the assertion below says how long is allowed
     )

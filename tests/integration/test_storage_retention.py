@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from integration_support import (
     RUNS_BUCKET,
+    SMOKE_TRAIN,
     SPY_URI,
     TINY_TRAIN,
     finish_trainer,
@@ -27,7 +28,6 @@ from support.seaweedfs import S3Server
 
 pytestmark = pytest.mark.integration
 
-TRAIN = ["train", "--config", "configs/phase_b1_options.yaml", "--symbol", "SPY", "--profile", "demo", "--stage", "smoke"]
 CHECKPOINT_FILES = {"sac.zip", "rng.pt", "rollout.pt", "state.json", "COMPLETE"}
 
 
@@ -54,7 +54,7 @@ def test_s3_keeps_only_the_last_checkpoints_of_a_training(s3_server: S3Server, t
     upload_market_data(s3_server)
     prefix = "SPY/it-retention/"
     output = f"s3://{RUNS_BUCKET}/{prefix.rstrip('/')}"
-    args = [*TRAIN, "--data", SPY_URI, "--output-dir", output, "--total-timesteps", "500", "--eval-freq", "500",
+    args = [*SMOKE_TRAIN, "--data", SPY_URI, "--output-dir", output, "--total-timesteps", "500", "--eval-freq", "500",
             *TINY_TRAIN, "--set", "checkpoints.keep_last=2"]
     env = step_env(s3_server, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "state")
     run = finish_trainer(start_trainer(args, env), time.monotonic(), 300.0, None)

@@ -40,14 +40,14 @@ class FastSAC(SAC):
     def __init__(self, *args: Any, compile_update: bool = False, cuda_graphs: bool = False, **kwargs: Any) -> None:
         self.compile_update = compile_update
         self.cuda_graphs = cuda_graphs
-        self._step_fn = None
+        self._passes_cache = None
         self._graph = None
         super().__init__(*args, **kwargs)
         if self.cuda_graphs and self.device.type != "cuda":
             raise ValueError(f"sac.cuda_graphs needs device cuda, not {self.device}")
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_step_fn", "_graph"]
+        return [*super()._excluded_save_params(), "_passes_cache", "_graph"]
 
     @property
     def fast_path(self) -> bool:
@@ -141,14 +141,14 @@ class FastSAC(SAC):
         return (ent_coef * log_prob - min_qf_pi).mean()
 
     def _passes(self) -> dict:
-        if self._step_fn is None:
+        if self._passes_cache is None:
             passes = {"sample": self._sample, "target": self._target, "critic_loss": self._critic_loss,
                       "actor_loss": self._actor_loss}
             if self.compile_update:
                 passes = {name: torch.compile(fn) for name, fn in passes.items()}
-            self._step_fn = passes
+            self._passes_cache = passes
             LOGGER.info("SAC update: %s", "torch.compile" if self.compile_update else "eager")
-        return self._step_fn
+        return self._passes_cache
 
     # ---------------------------------------------------------------- CUDA graph
 
