@@ -36,7 +36,6 @@ from trainer.orchestration.specs import TaskSpec
 log = logging.getLogger(__name__)
 
 XCOM_RESULT_PATH = "/airflow/xcom/return.json"
-CONTAINER_NAME = "base"  # the KPO's base container name
 APP_LABEL = "hierarchical-options-trainer"
 
 
