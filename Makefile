@@ -22,8 +22,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m trainer.demo
 
+# Test files run on TEST_WORKERS pytest-xdist workers, one file per worker at a time (its module and
+# session fixtures built once there), slow files first (tests/conftest.py orders them).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=30
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=30 \
+	  -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow and not integration"

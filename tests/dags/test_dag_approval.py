@@ -19,8 +19,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
-from test_dag_e2e import TINY, isolated_state, require_commands, task_states, xcom_result  # noqa: F401 (fixture)
+from test_dag_e2e import (  # noqa: F401 (isolated_state is a fixture)
+    TINY,
+    isolated_state,
+    require_commands,
+    small_pipeline,
+    task_states,
+    xcom_result,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "hierarchical_options_training"
@@ -47,15 +53,8 @@ def require_flags(command: str, *flags: str) -> None:
 
 @pytest.fixture
 def approval_pipeline(tmp_path, monkeypatch, isolated_state):  # noqa: F811 (the imported fixture)
-    """configs/pipeline.yaml with the lax gates file (absolute paths: the copy lives in tmp_path)."""
-    tree = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
-    tree["gates"] = str(GATES)
-    for profile in tree["profiles"].values():
-        profile["config"] = str(REPO / profile["config"])
-    path = tmp_path / "configs" / "pipeline.yaml"
-    path.parent.mkdir()
-    path.write_text(yaml.safe_dump(tree))
-    monkeypatch.setenv("TRAINER_PIPELINE_CONFIG", str(path))
+    """The small-network demo profile (small_pipeline) with the lax gates file."""
+    small_pipeline(tmp_path, monkeypatch, gates=GATES)
     return isolated_state
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "trainer" / "data" / "bundled"
@@ -19,6 +20,13 @@ FULL_CHAIN = ("validate", "train", "gate", "evaluate", "register", "promote", "r
 G = "symbol_pipeline."
 # Tiny but real: enough env steps for the smoke gate to judge (the lead tunes these with the demo profile).
 TINY = {"smoke_timesteps": 600, "full_timesteps": 1200}
+# These runs test the orchestration, not the shipped network: the demo profile with a 10-bar window
+# and small networks (as tests/training does), so each training is seconds and the steps' own work
+# (validation, registry, report) is what the run's time goes to.
+SMALL_NETWORKS = {
+    "environment.window_size": 10, "options.state_dim": 108,  # 10 bars x 10 features + 8 = 108
+    "sac.net_arch": [32, 32], "sac.batch_size": 32, "options.hidden_dim": 32, "options.batch_size": 16,
+}
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +63,28 @@ def isolated_state(tmp_path, monkeypatch, airflow_db):
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", f"sqlite:///{db}")
     monkeypatch.setenv("TORCH_NUM_THREADS", "1")
     return state
+
+
+def small_pipeline(tmp_path: Path, monkeypatch, gates: Path | None = None) -> Path:
+    """configs/pipeline.yaml as TRAINER_PIPELINE_CONFIG with SMALL_NETWORKS in the demo profile (and
+    `gates` when given); absolute paths, since the copy lives in tmp_path."""
+    tree = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    tree["gates"] = str(gates or REPO / tree["gates"])
+    for profile in tree["profiles"].values():
+        profile["config"] = str(REPO / profile["config"])
+    tree["profiles"]["demo"]["overrides"].update(SMALL_NETWORKS)
+    path = tmp_path / "configs" / "pipeline.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(tree))
+    monkeypatch.setenv("TRAINER_PIPELINE_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def small_demo(tmp_path, monkeypatch, isolated_state):
+    """isolated_state, with the demo profile's networks small (small_pipeline)."""
+    small_pipeline(tmp_path, monkeypatch)
+    return isolated_state
 
 
 def task_states(run) -> dict[tuple[str, int], str]:
@@ -98,7 +128,7 @@ def registry_versions():
     return {m.name: client.search_model_versions(f"name='{m.name}'") for m in client.search_registered_models()}
 
 
-def test_corrupted_data_trains_nothing_and_promotes_nothing(dag, isolated_state, tmp_path):
+def test_corrupted_data_trains_nothing_and_promotes_nothing(dag, small_demo, tmp_path):
     require_commands("validate")
     bad = corrupted_copy("SPY", tmp_path)
     run = dag.test(run_conf={"symbols": ["SPY"], "profile": "demo", "data_overrides": {"SPY": str(bad)}, **TINY})
@@ -107,11 +137,11 @@ def test_corrupted_data_trains_nothing_and_promotes_nothing(dag, isolated_state,
     for name in ("smoke_test", "full_train", "register_model", "promote_model", "publish_report"):
         assert state_of(states, name, 0) == "upstream_failed", name
     assert run.state == "failed"
-    assert training_dirs(isolated_state, "SPY") == []
+    assert training_dirs(small_demo, "SPY") == []
     assert registry_versions() == {}
 
 
-def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, isolated_state, tmp_path):
+def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, small_demo, tmp_path):
     """SPY runs the whole chain and lands in the registry with its gate tags; QQQ (NaN close) trains nothing."""
     require_commands(*FULL_CHAIN)
     bad = corrupted_copy("QQQ", tmp_path)
@@ -125,13 +155,13 @@ def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, isolate
     assert state_of(states, "validate_data", 1) == "failed"
     for name in ("smoke_test", "full_train", "register_model", "promote_model", "publish_report"):
         assert state_of(states, name, 1) == "upstream_failed", name
-    assert training_dirs(isolated_state, "QQQ") == []
+    assert training_dirs(small_demo, "QQQ") == []
 
     assert state_of(states, "register_model", 0) == "success"
     for name in ("approve_promotion", "promote_model", "publish_report"):
         assert state_of(states, name, 0) == "success", name
 
-    (full_dir,) = [p / "demo" / "full" for p in training_dirs(isolated_state, "SPY") if (p / "demo" / "full").exists()]
+    (full_dir,) = [p / "demo" / "full" for p in training_dirs(small_demo, "SPY") if (p / "demo" / "full").exists()]
     assert (full_dir / "summary.json").exists() and (full_dir / "gate_full.json").exists()
     assert (full_dir / "report" / "report.md").exists()
 
