@@ -28,7 +28,6 @@ from test_dag_e2e import (  # noqa: F401 (isolated_state is a fixture)
     xcom_result,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "hierarchical_options_training"
 APPROVAL_TASK = "symbol_pipeline.approve_promotion"
 GATES = Path(__file__).with_name("gates_approval.yaml")
