@@ -31,7 +31,6 @@ from support.seaweedfs import seaweedfs_server
 pytestmark = pytest.mark.integration
 
 
-
 def assert_clear_error(run, step: str, *needles: str) -> None:
     """Exit 2, and the last stderr line is the CLI's one-line error naming every needle; no traceback."""
     assert run.code == 2, run.explain()
