@@ -285,6 +285,13 @@ class OptionsConfig(_Strict):
             "(falls back to the newest batch_size transitions when fewer are that recent)."
         ),
     )
+    overlap_update: bool = Field(
+        True,
+        description=(
+            "Not in the seed: on CPU with the clipped loss, run each controller update on a worker thread while SAC "
+            "takes its gradient step (the second core; bit-identical results, benchmarks/wrapper_overhead.py)."
+        ),
+    )
     open_long: OpenLongConfig = Field(default_factory=OpenLongConfig)
     open_short: OpenShortConfig = Field(default_factory=OpenShortConfig)
     close_position: ClosePositionConfig = Field(default_factory=ClosePositionConfig)

@@ -109,6 +109,20 @@ def test_initial_policy_is_close_to_uniform():
     assert torch.allclose(probs, torch.full_like(probs, 1 / 6), atol=0.02)
 
 
+def test_acting_logits_are_the_noise_free_forwards_logits_exactly():
+    """choose() takes its logits from acting_logits (no module dispatch, no value head): the same
+    numbers as eval-mode forward, whatever mode the module was left in."""
+    torch.manual_seed(0)
+    net = OptionsController(STATE_DIM, 6, 16, 0.5)
+    with torch.no_grad():
+        net.option_head.weight.normal_()
+        states = torch.randn(5, STATE_DIM)
+        net.train()
+        acting = net.acting_logits(states)
+        net.eval()
+        assert torch.equal(acting, net(states)[0])
+
+
 def test_use_amp_refused_by_the_learner():
     cfg = small_cfg()
     object.__setattr__(cfg, "use_amp", True)  # bypass config validation on purpose

@@ -2,12 +2,15 @@
 
 `OptionsController` is the network (state -> option logits, state value). `OptionsLearner` owns
 it with its optimizer and temperature, chooses options, and runs `train_options_controller`,
-written to be read top to bottom against the seed's Fixes 3-5.
+written to be read top to bottom against the seed's Fixes 3-5. On CPU an update can run on a
+worker thread while SAC takes its own gradient step (`start_update` / `finish_update`); the
+rollout never sees the difference (see `start_update`).
 """
 
 from __future__ import annotations
 
 import copy
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,18 +22,46 @@ from trainer.errors import NonFiniteError
 from trainer.hierarchy.option_buffer import OptionBatch, OptionReplayBuffer
 
 
-class OptionsController(nn.Module):
-    """MLP over the state with an option-logit head and a value head (float32 only)."""
+class SeededDropout(nn.Dropout):
+    """nn.Dropout whose masks come from `generator` (torch's global RNG when None).
 
-    def __init__(self, state_dim: int, num_options: int, hidden_dim: int = 512, dropout: float = 0.1):
+    The controller's own stream keeps its noise out of SAC's (they shared torch's global RNG), so
+    an update on a worker thread draws the same masks whenever it runs.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        super().__init__(p)
+        self.generator = generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None or not self.training or self.p == 0:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+
+class OptionsController(nn.Module):
+    """MLP over the state with an option-logit head and a value head (float32 only).
+
+    :param generator: the dropout masks' random stream (torch's global RNG when None)
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        num_options: int,
+        hidden_dim: int = 512,
+        dropout: float = 0.1,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.trunk = nn.Sequential(
             nn.Linear(state_dim, hidden_dim),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            SeededDropout(dropout, generator),
             nn.Linear(hidden_dim, hidden_dim),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            SeededDropout(dropout, generator),
         )
         self.option_head = nn.Linear(hidden_dim, num_options)
         self.value_head = nn.Linear(hidden_dim, 1)
@@ -42,6 +73,14 @@ class OptionsController(nn.Module):
     def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.trunk(states)
         return self.option_head(hidden), self.value_head(hidden).squeeze(-1)
+
+    def acting_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """The option logits of the noise-free network (eval-mode `forward`, the same ops), without
+        the value head or module dispatch: choosing options runs this on most vectorised steps."""
+        first, second = self.trunk[0], self.trunk[3]
+        hidden = torch.relu(nn.functional.linear(torch.relu(nn.functional.linear(states, first.weight, first.bias)),
+                                                 second.weight, second.bias))
+        return nn.functional.linear(hidden, self.option_head.weight, self.option_head.bias)
 
 
 def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -69,10 +108,10 @@ class OptionsLearner:
     """Controller + optimizer + temperature schedule.
 
     :param cfg: the `options:` section (hidden_dim, dropout, options_lr, grad_clip, temperature,
-        policy_loss, clip_range, max_sample_age_updates, ...)
+        policy_loss, clip_range, max_sample_age_updates, overlap_update, ...)
     :param device: torch device for the controller
-    :param seed: seeds the controller's weights, the option sampler and the batch sampler
-        (two separate streams, so how many batches were drawn never changes which options are chosen)
+    :param seed: seeds the controller's weights, its dropout, the option sampler and the batch
+        sampler (separate streams, so how many batches were drawn never changes which options are chosen)
     """
 
     def __init__(self, cfg: OptionsConfig, device: str | torch.device = "cpu", seed: int = 0):
@@ -80,22 +119,46 @@ class OptionsLearner:
             raise ValueError("use_amp must be false: the controller is float32 only")
         self.cfg = cfg
         self.device = torch.device(device)
+        self.dropout_generator = torch.Generator(device=self.device)
+        self.dropout_generator.manual_seed(int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
         # Seeded here, not by whoever touched torch's global RNG last: the controller is built
         # before SB3 seeds torch, so its initial weights were the runs' unseeded difference.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.controller = OptionsController(cfg.state_dim, cfg.num_options, cfg.hidden_dim, cfg.dropout).to(
-                self.device, dtype=torch.float32
-            )
+            self._controller = OptionsController(
+                cfg.state_dim, cfg.num_options, cfg.hidden_dim, cfg.dropout, self.dropout_generator
+            ).to(self.device, dtype=torch.float32)
         # The behaviour policy: the network that chooses options. Under the clipped loss it is a
         # snapshot refreshed every behaviour_refresh_updates updates; under the seed's, the controller itself.
-        self.behaviour = copy.deepcopy(self.controller).eval() if cfg.policy_loss == "clipped" else self.controller
-        self.optimizer = torch.optim.Adam(self.controller.parameters(), lr=cfg.options_lr)
+        clipped = cfg.policy_loss == "clipped"
+        self.behaviour = copy.deepcopy(self._controller).eval() if clipped else self._controller
+        self.optimizer = torch.optim.Adam(self._controller.parameters(), lr=cfg.options_lr)
         self.current_temperature = cfg.temperature
         self.num_updates = 0
-        self.last_stats: ControllerStats | None = None
+        self._last_stats: ControllerStats | None = None
         self.rng = np.random.default_rng(seed)  # option choice
         self.sample_rng = np.random.default_rng([seed, 1])  # batch sampling
+        # Updates overlap the rollout only where the rollout never reads the network being trained:
+        # the clipped loss chooses with the behaviour snapshot (the seed's loss chooses with the
+        # controller itself), and on CPU, where the worker takes the core SAC leaves idle (on CUDA
+        # both would queue on one device, and a side thread must not launch work while SAC captures
+        # its CUDA graph).
+        self.overlaps_updates = cfg.overlap_update and clipped and self.device.type == "cpu"
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._before_pending = (0, self.current_temperature)  # the counters to restore if it fails
+
+    @property
+    def controller(self) -> OptionsController:
+        """The trained network, after any update in flight has finished."""
+        self.finish_update()
+        return self._controller
+
+    @property
+    def last_stats(self) -> ControllerStats | None:
+        """What the latest update measured, after it has finished."""
+        self.finish_update()
+        return self._last_stats
 
     @property
     def effective_temperature(self) -> float:
@@ -111,9 +174,8 @@ class OptionsLearner:
         Training samples from the behaviour snapshot; `deterministic` (evaluation, serving) takes
         the argmax of the current controller, the network that was trained and is saved.
         """
-        network = self.controller if deterministic else self.behaviour
-        network.eval()
-        logits, _ = network(torch.as_tensor(states, dtype=torch.float32, device=self.device))
+        network = self.controller if deterministic or self.behaviour is self._controller else self.behaviour
+        logits = network.acting_logits(torch.as_tensor(states, dtype=torch.float32, device=self.device))
         mask = torch.as_tensor(masks, dtype=torch.bool, device=self.device)
         log_probs = masked_log_softmax(logits / self.effective_temperature, mask).cpu().numpy().astype(np.float64)
         if deterministic:
@@ -140,29 +202,96 @@ class OptionsLearner:
     # ---------------------------------------------------------------- learning
 
     def train_options_controller(self, batch: OptionBatch) -> ControllerStats:
-        """One gradient step on a batch of option transitions (seed Fixes 3, 4 and 5)."""
-        clipped = self.cfg.policy_loss == "clipped"
-        if clipped and batch.behaviour_log_probs is None:
+        """One gradient step on a batch of option transitions (seed Fixes 3, 4 and 5), finished on return."""
+        self.start_update(batch)
+        return self.finish_update()
+
+    def start_update(self, batch: OptionBatch) -> None:
+        """Begin one update on `batch`; with `overlaps_updates` its gradient step runs on a worker
+        thread and `finish_update` collects it.
+
+        Everything the rollout reads before then is settled here, as if the update had finished:
+        the update count (stored with each chosen option), the annealed temperature (Fix 5: once per
+        optimizer step, a schedule that does not depend on the gradient), and, for an update that
+        refreshes the behaviour snapshot, the snapshot itself (that update runs in the foreground).
+        Dropout draws from the controller's own generator, so the result is bit for bit the same
+        whether the step ran on the worker or here, and whenever it finished.
+        """
+        self.finish_update()  # one update in flight at a time, applied in order
+        if self.cfg.policy_loss == "clipped" and batch.behaviour_log_probs is None:
             raise ValueError("the clipped policy loss needs behaviour_log_probs and temperatures in the batch")
-        t = self._tensors(batch)
+        update_index, temperature = self.num_updates, self.effective_temperature
+        self._before_pending = (self.num_updates, self.current_temperature)
+        self.num_updates += 1
+        self.current_temperature = max(self.cfg.min_temperature, self.current_temperature * self.cfg.temperature_decay)
+        step = (self._tensors(batch), temperature, self.current_temperature, update_index, batch.selected_at)
+        refresh = self.behaviour is not self._controller and self.num_updates % self.cfg.behaviour_refresh_updates == 0
+        if self.overlaps_updates and not refresh:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="options-controller")
+            self._pending = self._worker.submit(self._gradient_step, *step)
+            return
+        self._pending = Future()
+        try:
+            self._pending.set_result(self._gradient_step(*step))
+        except Exception as error:
+            self._pending.set_exception(error)
+        self.finish_update()
+        if refresh:
+            self.behaviour.load_state_dict(self._controller.state_dict())
+
+    def finish_update(self) -> ControllerStats | None:
+        """Wait for the update in flight, if any, and return the latest update's stats (re-raising
+        what the worker raised, e.g. NonFiniteError)."""
+        pending = self._pending
+        if pending is not None:
+            error = pending.exception()  # waits; _pending stays set meanwhile, so no reader skips the wait
+            self._pending = None
+            if error is not None:
+                # a failed update stepped nothing, so it does not count or anneal either
+                self.num_updates, self.current_temperature = self._before_pending
+                raise error
+            self._last_stats = pending.result()
+        return self._last_stats
+
+    def abandon_update(self) -> None:
+        """Wait for the update in flight and drop its outcome: for a run that is already failing,
+        whose own error is the one to report."""
+        try:
+            self.finish_update()
+        except Exception:  # deliberately dropped: the caller is already raising its own error
+            pass
+
+    def _gradient_step(
+        self,
+        t: dict[str, torch.Tensor],
+        temperature: float,
+        annealed_temperature: float,
+        update_index: int,
+        selected_at: np.ndarray | None,
+    ) -> ControllerStats:
+        """The update itself (seed Fixes 3, 4 and 5), at the temperature and update index it started
+        with; it touches only the controller and its optimizer, so it may run on the worker."""
+        clipped = self.cfg.policy_loss == "clipped"
+        controller = self._controller
 
         # --- algorithm core -------------------------------------------------------------
         # SMDP option return: the discounted reward collected inside the option, bootstrapped
         # with the value of the state where it ended (gamma ** duration), unless the episode ended.
         # Targets come from the noise-free network (eval mode: no dropout), the one that acts.
         with torch.no_grad():
-            self.controller.eval()
-            _, next_values = self.controller(t["next_states"])
+            controller.eval()
+            _, next_values = controller(t["next_states"])
             option_returns = t["rewards"] + (self.cfg.gamma ** t["durations"]) * (1.0 - t["dones"]) * next_values
 
         # The value head regresses with dropout (train mode). The seed's loss takes its logits from
         # the same pass; the clipped loss takes them from the noise-free pass, so its ratio compares
         # the policy that acts now with the one that acted, and nothing else.
-        self.controller.train()
-        option_logits, predicted_values = self.controller(t["states"])
+        controller.train()
+        option_logits, predicted_values = controller(t["states"])
         if clipped:
-            self.controller.eval()
-            option_logits, _ = self.controller(t["states"])
+            controller.eval()
+            option_logits, _ = controller(t["states"])
 
         # Fix 3: advantages against the value baseline, normalised to mean 0 / std 1.
         advantages = option_returns - predicted_values.detach()
@@ -171,7 +300,7 @@ class OptionsLearner:
             advantages = (advantages - advantages.mean()) / (advantages.std() + self.cfg.advantage_epsilon)
 
         # Fix 5: temperature-scaled logits; unavailable options were never choosable.
-        scaled_logits = option_logits / self.effective_temperature
+        scaled_logits = option_logits / temperature
         log_probs = masked_log_softmax(scaled_logits, t["masks"])
         options = t["options"].unsqueeze(1)
         extra = {}
@@ -188,7 +317,7 @@ class OptionsLearner:
                 extra = {
                     "clip_fraction": ((ratio - 1.0).abs() > eps).float().mean().item(),
                     "approx_kl": ((ratio - 1.0) - torch.log(ratio)).mean().item(),
-                    "sample_age": float(self.num_updates - batch.selected_at.mean()) if batch.selected_at is not None else 0.0,
+                    "sample_age": float(update_index - selected_at.mean()) if selected_at is not None else 0.0,
                 }
         else:
             # The seed's loss, kept for reproduction: no importance ratio, so a replayed sample with
@@ -205,35 +334,31 @@ class OptionsLearner:
         total_loss = policy_loss + self.cfg.value_loss_weight * value_loss + entropy_bonus_loss
         if not torch.isfinite(total_loss):
             raise NonFiniteError(
-                f"options controller loss is not finite at update {self.num_updates + 1} "
+                f"options controller loss is not finite at update {update_index + 1} "
                 f"(policy {policy_loss.item()}, value {value_loss.item()}, entropy {entropy.item()})"
             )
         self.optimizer.zero_grad()
         total_loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.controller.parameters(), self.cfg.grad_clip)
+        grad_norm = nn.utils.clip_grad_norm_(controller.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-
-        # Fix 5: anneal after every optimizer step.
-        self.current_temperature = max(self.cfg.min_temperature, self.current_temperature * self.cfg.temperature_decay)
+        # Fix 5's annealing after the step is start_update's (the rollout reads it before this ends).
         # --- end of algorithm core -------------------------------------------------------
 
-        self.num_updates += 1
-        self.controller.eval()
-        if self.behaviour is not self.controller and self.num_updates % self.cfg.behaviour_refresh_updates == 0:
-            self.behaviour.load_state_dict(self.controller.state_dict())
-        self.last_stats = ControllerStats(
+        controller.eval()
+        return ControllerStats(
             policy_loss=policy_loss.item(),
             value_loss=value_loss.item(),
             entropy=entropy.item(),
             grad_norm=float(grad_norm),
             advantage_mean=raw_mean,
             advantage_std=raw_std,
-            temperature=self.current_temperature,
+            temperature=annealed_temperature,
             **extra,
         )
-        return self.last_stats
 
     def _tensors(self, batch: OptionBatch) -> dict[str, torch.Tensor]:
+        # A batch's arrays are the buffer's rows copied out (fancy indexing), so a worker reading
+        # these never races the rollout's writes into the buffer.
         def tensor(values, dtype=None):
             return torch.as_tensor(values, device=self.device, dtype=dtype)
 
@@ -254,18 +379,21 @@ class OptionsLearner:
     # ---------------------------------------------------------------- persistence
 
     def state_dict(self) -> dict:
+        self.finish_update()
         return {
-            "controller": self.controller.state_dict(),
+            "controller": self._controller.state_dict(),
             "behaviour": self.behaviour.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "current_temperature": self.current_temperature,
             "num_updates": self.num_updates,
             "rng": self.rng.bit_generator.state,
             "sample_rng": self.sample_rng.bit_generator.state,
+            "dropout_rng": self.dropout_generator.get_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.controller.load_state_dict(state["controller"])
+        self.finish_update()
+        self._controller.load_state_dict(state["controller"])
         self.behaviour.load_state_dict(state.get("behaviour", state["controller"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.current_temperature = float(state["current_temperature"])
@@ -273,3 +401,5 @@ class OptionsLearner:
         self.rng.bit_generator.state = state["rng"]
         if "sample_rng" in state:  # absent from checkpoints written before the streams were split
             self.sample_rng.bit_generator.state = state["sample_rng"]
+        if "dropout_rng" in state:  # absent from checkpoints written while dropout drew from torch's global RNG
+            self.dropout_generator.set_state(state["dropout_rng"])

@@ -116,14 +116,22 @@ class HierarchicalSAC:
 
     def learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True) -> "HierarchicalSAC":
         callbacks = [self.controller_training, self.monitor] + ([callback] if callback else [])
-        self.model.learn(total_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=reset_num_timesteps)
+        try:
+            self.model.learn(total_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=reset_num_timesteps)
+        except BaseException:
+            self.learner.abandon_update()  # the run's own error is the one to report
+            raise
+        self.learner.finish_update()  # a worker's error ends the run here at the latest
         return self
 
-    def train(self) -> ControllerStats | None:
-        """One controller update on a batch of option transitions; None until the buffer holds a batch."""
+    def train(self, wait: bool = True) -> ControllerStats | None:
+        """One controller update on a batch of option transitions; None until the buffer holds a batch.
+        With `wait=False` (the training callback) an update the learner overlaps is left running
+        and this returns None; the learner collects it when anything next reads the controller."""
         if len(self.option_buffer) < self.config.options.batch_size:
             return None
-        return self.learner.train_options_controller(self.learner.sample_batch(self.option_buffer))
+        self.learner.start_update(self.learner.sample_batch(self.option_buffer))
+        return self.learner.finish_update() if wait else None
 
     # ---------------------------------------------------------------- persistence
 

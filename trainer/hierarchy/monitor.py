@@ -167,5 +167,5 @@ class OptionsTrainingCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.num_timesteps < self.cfg.warmup_steps or self.n_calls % self.cfg.train_freq:
             return True
-        self.hierarchy.train()
+        self.hierarchy.train(wait=False)  # overlaps SAC's gradient step where the learner allows
         return True
