@@ -42,8 +42,18 @@ class MarketState:
         return np.abs(self.position)
 
     def at(self, i: int) -> "MarketState":
-        """The state of env `i` alone (arrays of length 1)."""
-        return MarketState(**{k: getattr(self, k)[i : i + 1] for k in self.__dataclass_fields__})
+        """The state of env `i` alone (arrays of length 1). Spelled out, not looped over the fields:
+        the options layer calls it for every env on every step."""
+        row = slice(i, i + 1)
+        return MarketState(
+            position=self.position[row],
+            unrealised_pnl=self.unrealised_pnl[row],
+            time_in_position=self.time_in_position[row],
+            drawdown=self.drawdown[row],
+            trend_strength=self.trend_strength[row],
+            sentiment=self.sentiment[row],
+            sl_confidence=self.sl_confidence[row],
+        )
 
 
 @dataclass(frozen=True)

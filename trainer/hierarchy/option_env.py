@@ -133,9 +133,9 @@ class OptionVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
-        active = self.active_options()
-        np.add.at(self.window.steps, active, 1)
-        np.add.at(self.totals.steps, active, 1)
+        steps_per_option = np.bincount(self.active_options(), minlength=self.cfg.num_options)
+        self.window.steps += steps_per_option
+        self.totals.steps += steps_per_option
         markets = None  # decoded once per step, for all envs, when an option may terminate
         ended = []
         for i in range(self.num_envs):
@@ -169,10 +169,11 @@ class OptionVecEnv(VecEnvWrapper):
             raise NonFiniteError(f"SAC produced a non-finite action: {sac_actions.tolist()}")
         states = self.layout.market_state(self._last_obs)
         actions = np.zeros((self.num_envs, 1), dtype=np.float32)
+        first_components = sac_actions.reshape(self.num_envs, -1)[:, 0].tolist()  # Python floats, exactly
         for env_idx, state in enumerate(self.env_states):
             option_idx = state.active_option
             action_scale = state.action_scales.get(option_idx, 1.0)
-            scaled_action = float(sac_actions[env_idx].reshape(-1)[0]) * action_scale
+            scaled_action = first_components[env_idx] * action_scale
             option = self.options[option_idx]
             actions[env_idx, 0] = option.target_exposure(scaled_action, states.at(env_idx), state.memory)
         return actions

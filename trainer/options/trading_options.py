@@ -98,8 +98,13 @@ class TradingOption(ABC):
         return self.termination(step, state, memory)[0]
 
 
+def _clamp(value: float, low: float, high: float) -> float:
+    """np.clip for one float, without numpy's per-call cost (called per env per step)."""
+    return min(max(value, low), high)
+
+
 def _toward(current: float, desired: float, max_step: float) -> float:
-    return current + float(np.clip(desired - current, -max_step, max_step))
+    return current + _clamp(desired - current, -max_step, max_step)
 
 
 def _time_rule(step: int, probability: float, max_steps: int) -> tuple[float, str]:
@@ -128,7 +133,7 @@ class OpenLongOption(TradingOption):
         desired = self.direction * abs(scaled_action)
         memory["target"] = desired
         target = _toward(float(state.position[0]), desired, self.cfg.max_exposure_pct)
-        return float(np.clip(target, 0.0, 1.0)) if self.direction > 0 else float(np.clip(target, -1.0, 0.0))
+        return _clamp(target, 0.0, 1.0) if self.direction > 0 else _clamp(target, -1.0, 0.0)
 
     def _success(self, state: MarketState, memory: dict) -> float:
         target = abs(memory.get("target", self.action_scale))
