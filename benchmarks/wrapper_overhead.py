@@ -1,7 +1,9 @@
 """What the options hierarchy costs: plain SB3 SAC vs HierarchicalSAC, same env, network,
-step count and thread setting, in one process, interleaved (A B A B) so machine load hits both.
+step count and thread setting, in one process, interleaved so machine load hits both: each repeat
+trains both models side by side in chunks of --chunk env steps (A B B A ...), so a few seconds of a
+busy neighbour land on both; --chunk 0 times each whole run in one go (A B).
 
-    .venv/bin/python benchmarks/wrapper_overhead.py [--steps 3000] [--n-envs 4] [--repeats 2] [--threads 1]
+    .venv/bin/python benchmarks/wrapper_overhead.py [--steps 3000] [--n-envs 4] [--repeats 2] [--threads 1] [--chunk 1024]
 
 Goal (issue 12): the hierarchy costs at most 3% over plain SAC at 16 envs and 5% at 4 envs.
 It prints the ratio of the best rates and the median of the per-repeat (paired) ratios.
@@ -24,10 +26,18 @@ from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def timed(learn, steps: int) -> float:
-    start = time.perf_counter()
-    learn(steps)
-    return steps / (time.perf_counter() - start)
+def interleaved_rates(plain, wrapper, steps: int, chunk: int) -> tuple[float, float]:
+    """Env steps/s of each model over `steps`, trained in alternating chunks (ABBA order)."""
+    chunk = chunk or steps
+    elapsed = [0.0, 0.0]
+    models = [plain, wrapper]
+    for index, start in enumerate(range(0, steps, chunk)):
+        n = min(chunk, steps - start)
+        for which in ((0, 1) if index % 2 == 0 else (1, 0)):
+            begin = time.perf_counter()
+            models[which].learn(n, reset_num_timesteps=start == 0)
+            elapsed[which] += time.perf_counter() - begin
+    return steps / elapsed[0], steps / elapsed[1]
 
 
 def main() -> None:
@@ -36,10 +46,13 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=1024, help="env steps per interleaved slice (0: whole runs)")
+    parser.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
+                        help="options.overlap_update: controller updates on a worker thread (default on, as shipped)")
     args = parser.parse_args()
     overrides = {"sac.torch_threads": args.threads, "sac.learning_starts": 200, "options.warmup_steps": 200,
                  "training.n_envs": args.n_envs}
-    hier_cfg = load_config(ROOT / "configs" / "phase_b1_options.yaml", overrides)
+    hier_cfg = load_config(ROOT / "configs" / "phase_b1_options.yaml", {**overrides, "options.overlap_update": args.overlap})
     plain_cfg = load_config(ROOT / "configs" / "phase_a_baseline.yaml",
                             {k: v for k, v in overrides.items() if not k.startswith("options.")})
     data = load_market_data(hier_cfg)
@@ -48,14 +61,16 @@ def main() -> None:
     plain_rates, hier_rates = [], []
     for repeat in range(args.repeats):
         plain = build_sac(plain_cfg, make_vec_env(data.features["train"], plain_cfg, args.n_envs, seed=repeat), seed=repeat)
-        plain_rates.append(timed(lambda n: plain.learn(n), args.steps))
         wrapper = HierarchicalSAC(hier_cfg, make_vec_env(data.features["train"], hier_cfg, args.n_envs, seed=repeat), seed=repeat)
-        hier_rates.append(timed(lambda n: wrapper.learn(n), args.steps))
+        plain_rate, hier_rate = interleaved_rates(plain, wrapper, args.steps, args.chunk)
+        plain_rates.append(plain_rate)
+        hier_rates.append(hier_rate)
         print(f"repeat {repeat}: plain SAC {plain_rates[-1]:.1f} steps/s, hierarchical {hier_rates[-1]:.1f} steps/s")
 
     plain_best, hier_best = max(plain_rates), max(hier_rates)
     print(f"machine: {os.cpu_count()} cores, torch threads {args.threads}, n_envs {args.n_envs}, {args.steps} steps, "
-          f"net {hier_cfg.sac.net_arch}, batch {hier_cfg.sac.batch_size}")
+          f"net {hier_cfg.sac.net_arch}, batch {hier_cfg.sac.batch_size}, chunks of {args.chunk or args.steps} steps, "
+          f"controller updates overlapped: {wrapper.learner.overlaps_updates}")
     print(f"plain SAC:     {plain_best:8.1f} env steps/s (best of {args.repeats})")
     print(f"hierarchical:  {hier_best:8.1f} env steps/s (best of {args.repeats})")
     print(f"overhead:      {100 * (plain_best / hier_best - 1):+.1f}% time per step (goal <= 3% at 16 envs, <= 5% at 4)")
