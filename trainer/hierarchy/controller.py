@@ -231,12 +231,11 @@ class OptionsLearner:
                 self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="options-controller")
             self._pending = self._worker.submit(self._gradient_step, *step)
             return
-        self._pending = Future()
         try:
-            self._pending.set_result(self._gradient_step(*step))
-        except Exception as error:
-            self._pending.set_exception(error)
-        self.finish_update()
+            self._last_stats = self._gradient_step(*step)
+        except Exception:
+            self._restore_counters()
+            raise
         if refresh:
             self.behaviour.load_state_dict(self._controller.state_dict())
 
@@ -248,11 +247,14 @@ class OptionsLearner:
             error = pending.exception()  # waits; _pending stays set meanwhile, so no reader skips the wait
             self._pending = None
             if error is not None:
-                # a failed update stepped nothing, so it does not count or anneal either
-                self.num_updates, self.current_temperature = self._before_pending
+                self._restore_counters()
                 raise error
             self._last_stats = pending.result()
         return self._last_stats
+
+    def _restore_counters(self) -> None:
+        """A failed update stepped nothing, so it does not count or anneal either."""
+        self.num_updates, self.current_temperature = self._before_pending
 
     def abandon_update(self) -> None:
         """Wait for the update in flight and drop its outcome: for a run that is already failing,
