@@ -289,7 +289,8 @@ class OptionsConfig(_Strict):
         True,
         description=(
             "Not in the seed: on CPU with the clipped loss, run each controller update on a worker thread while SAC "
-            "takes its gradient step (the second core; bit-identical results, benchmarks/wrapper_overhead.py)."
+            "takes its gradient step, where cores are left idle (2 x torch threads <= CPUs); bit-identical results "
+            "(benchmarks/wrapper_overhead.py)."
         ),
     )
     open_long: OpenLongConfig = Field(default_factory=OpenLongConfig)

@@ -10,6 +10,7 @@ rollout never sees the difference (see `start_update`).
 from __future__ import annotations
 
 import copy
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,6 +21,19 @@ from torch import nn
 from trainer.config import OptionsConfig
 from trainer.errors import NonFiniteError
 from trainer.hierarchy.option_buffer import OptionBatch, OptionReplayBuffer
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the platform has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def worker_has_spare_cores() -> bool:
+    """Whether an update on a worker thread, at torch's intra-op width, finds cores SAC leaves idle.
+    With two torch threads on two cores SAC already uses both, and the worker's threads only
+    contend with them: the demo's 6k-step run took 54 env steps/s overlapped against 75 in place."""
+    return 2 * torch.get_num_threads() <= available_cores()
 
 
 class SeededDropout(nn.Dropout):
@@ -140,9 +154,10 @@ class OptionsLearner:
         self.sample_rng = np.random.default_rng([seed, 1])  # batch sampling
         # Updates overlap the rollout only where the rollout never reads the network being trained:
         # the clipped loss chooses with the behaviour snapshot (the seed's loss chooses with the
-        # controller itself), and on CPU, where the worker takes the core SAC leaves idle (on CUDA
+        # controller itself), and on CPU, where the worker takes cores SAC leaves idle (on CUDA
         # both would queue on one device, and a side thread must not launch work while SAC captures
-        # its CUDA graph).
+        # its CUDA graph). Whether cores are idle is asked per update (worker_has_spare_cores):
+        # the torch thread count is set after the learner is built.
         self.overlaps_updates = cfg.overlap_update and clipped and self.device.type == "cpu"
         self._worker: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
@@ -226,7 +241,7 @@ class OptionsLearner:
         self.current_temperature = max(self.cfg.min_temperature, self.current_temperature * self.cfg.temperature_decay)
         step = (self._tensors(batch), temperature, self.current_temperature, update_index, batch.selected_at)
         refresh = self.behaviour is not self._controller and self.num_updates % self.cfg.behaviour_refresh_updates == 0
-        if self.overlaps_updates and not refresh:
+        if self.overlaps_updates and not refresh and worker_has_spare_cores():
             if self._worker is None:
                 self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="options-controller")
             self._pending = self._worker.submit(self._gradient_step, *step)
