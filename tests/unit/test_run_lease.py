@@ -95,12 +95,13 @@ def test_the_renewal_thread_keeps_a_short_lease_alive(s3):
     key = run_key()
     with run_key_lease(key, Path("unused")) as lease:
         assert isinstance(lease, S3Lease)
-    # with a TTL of 1 s, renewed every 0.2 s, a waiting contender is still refused after 2 s
-    holder = S3Lease(key, "pod-alive", ttl_seconds=1.0)
+    # with a TTL of 2.5 s, renewed every 0.5 s, a waiting contender is still refused after two TTLs.
+    # (A 1 s TTL failed once on a fully loaded 2-core CI box: no renewal landed within a second.)
+    holder = S3Lease(key, "pod-alive", ttl_seconds=2.5)
     holder.acquire()
-    time.sleep(2.0)
+    time.sleep(5.0)
     with pytest.raises(LeaseHeldError):
-        S3Lease(key, "pod-waiting", ttl_seconds=1.0).acquire()
+        S3Lease(key, "pod-waiting", ttl_seconds=2.5).acquire()
     holder.release()
 
 
