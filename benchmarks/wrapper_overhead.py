@@ -21,6 +21,7 @@ import torch
 
 from trainer.config import load_config
 from trainer.envs.factory import load_market_data, make_vec_env
+from trainer.hierarchy.controller import worker_has_spare_cores
 from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +69,11 @@ def main() -> None:
         print(f"repeat {repeat}: plain SAC {plain_rates[-1]:.1f} steps/s, hierarchical {hier_rates[-1]:.1f} steps/s")
 
     plain_best, hier_best = max(plain_rates), max(hier_rates)
+    # the learner also asks for idle cores per update: with --threads 2 on 2 cores it keeps them in place
+    overlapped = wrapper.learner.overlaps_updates and worker_has_spare_cores()
     print(f"machine: {os.cpu_count()} cores, torch threads {args.threads}, n_envs {args.n_envs}, {args.steps} steps, "
           f"net {hier_cfg.sac.net_arch}, batch {hier_cfg.sac.batch_size}, chunks of {args.chunk or args.steps} steps, "
-          f"controller updates overlapped: {wrapper.learner.overlaps_updates}")
+          f"controller updates overlapped: {overlapped}")
     print(f"plain SAC:     {plain_best:8.1f} env steps/s (best of {args.repeats})")
     print(f"hierarchical:  {hier_best:8.1f} env steps/s (best of {args.repeats})")
     print(f"overhead:      {100 * (plain_best / hier_best - 1):+.1f}% time per step (goal <= 3% at 16 envs, <= 5% at 4)")
