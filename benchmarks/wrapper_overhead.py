@@ -6,7 +6,9 @@ busy neighbour land on both; --chunk 0 times each whole run in one go (A B).
     .venv/bin/python benchmarks/wrapper_overhead.py [--steps 3000] [--n-envs 4] [--repeats 2] [--threads 1] [--chunk 1024]
 
 Goal (issue 12): the hierarchy costs at most 3% over plain SAC at 16 envs and 5% at 4 envs.
-It prints the ratio of the best rates and the median of the per-repeat (paired) ratios.
+It prints the ratio of the best rates, the median of the per-repeat (paired) ratios and the
+median over all chunk pairs: the two runs of one chunk are timed back to back, so their ratio
+shares that moment's load, and a few dozen chunks give a median that one busy minute cannot move.
 """
 
 from __future__ import annotations
@@ -27,18 +29,23 @@ from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def interleaved_rates(plain, wrapper, steps: int, chunk: int) -> tuple[float, float]:
-    """Env steps/s of each model over `steps`, trained in alternating chunks (ABBA order)."""
+def interleaved_rates(plain, wrapper, steps: int, chunk: int) -> tuple[float, float, list[float]]:
+    """Env steps/s of each model over `steps`, trained in alternating chunks (ABBA order), and
+    each chunk's time ratio (hierarchical / plain, the same env steps back to back)."""
     chunk = chunk or steps
     elapsed = [0.0, 0.0]
     models = [plain, wrapper]
+    chunk_ratios = []
     for index, start in enumerate(range(0, steps, chunk)):
         n = min(chunk, steps - start)
+        seconds = [0.0, 0.0]
         for which in ((0, 1) if index % 2 == 0 else (1, 0)):
             begin = time.perf_counter()
             models[which].learn(n, reset_num_timesteps=start == 0)
-            elapsed[which] += time.perf_counter() - begin
-    return steps / elapsed[0], steps / elapsed[1]
+            seconds[which] = time.perf_counter() - begin
+            elapsed[which] += seconds[which]
+        chunk_ratios.append(seconds[1] / seconds[0])
+    return steps / elapsed[0], steps / elapsed[1], chunk_ratios
 
 
 def main() -> None:
@@ -59,13 +66,14 @@ def main() -> None:
     data = load_market_data(hier_cfg)
     torch.set_num_threads(args.threads)
 
-    plain_rates, hier_rates = [], []
+    plain_rates, hier_rates, chunk_ratios = [], [], []
     for repeat in range(args.repeats):
         plain = build_sac(plain_cfg, make_vec_env(data.features["train"], plain_cfg, args.n_envs, seed=repeat), seed=repeat)
         wrapper = HierarchicalSAC(hier_cfg, make_vec_env(data.features["train"], hier_cfg, args.n_envs, seed=repeat), seed=repeat)
-        plain_rate, hier_rate = interleaved_rates(plain, wrapper, args.steps, args.chunk)
+        plain_rate, hier_rate, ratios = interleaved_rates(plain, wrapper, args.steps, args.chunk)
         plain_rates.append(plain_rate)
         hier_rates.append(hier_rate)
+        chunk_ratios += ratios
         print(f"repeat {repeat}: plain SAC {plain_rates[-1]:.1f} steps/s, hierarchical {hier_rates[-1]:.1f} steps/s")
 
     plain_best, hier_best = max(plain_rates), max(hier_rates)
@@ -82,6 +90,10 @@ def main() -> None:
     paired = sorted(100 * (p / h - 1) for p, h in zip(plain_rates, hier_rates, strict=True))
     print(f"paired:        median {statistics.median(paired):+.1f}% over {args.repeats} repeats "
           f"(from {paired[0]:+.1f}% to {paired[-1]:+.1f}%)")
+    per_chunk = sorted(100 * (r - 1) for r in chunk_ratios)
+    quartiles = statistics.quantiles(per_chunk, n=4) if len(per_chunk) > 1 else per_chunk * 3
+    print(f"chunk pairs:   median {statistics.median(per_chunk):+.1f}% over {len(per_chunk)} chunks "
+          f"(quartiles {quartiles[0]:+.1f}% / {quartiles[2]:+.1f}%)")
 
 
 if __name__ == "__main__":

@@ -223,3 +223,42 @@ def test_discounting_inside_an_option_by_hand(features, config):
     assert buf.rewards[0] == pytest.approx(expected, rel=1e-5, abs=1e-7)
     # Wait never trades: each reward is 100 * log(1 + 0.5 * bar return), with no cost
     assert all(r[i] != 0.0 for r in seen)
+
+
+def test_env_states_are_live_views_of_the_wrappers_arrays(features, config):
+    """env_states[i] reads and writes env i's entries of the arrays the vectorised step uses."""
+    env, _ = build(features, config)
+    env.reset()
+    view = env.env_states[1]
+    view.active_option = IDX["open_short"]
+    view.option_step_count = 7
+    view.memory = {"target": -0.5}
+    view.min_durations[IDX["wait"]] = 9
+    assert env.active[1] == IDX["open_short"] and env.step_counts[1] == 7
+    assert env.memory.target[1] == -0.5 and np.isnan(env.memory.target[0])
+    assert env.min_durations[1, IDX["wait"]] == 9 and env.min_durations[0, IDX["wait"]] == 5
+    assert view.memory == {"target": -0.5} and env.env_states[0].memory == {}
+    with pytest.raises(KeyError):
+        view.action_scales[len(OPTION_NAMES)]
+    with pytest.raises(ValueError, match="unknown keys"):
+        view.memory = {"targte": 0.5}
+
+
+def test_rollout_state_round_trips_through_plain_values(features, config):
+    """A resumed wrapper holds exactly the option state that was saved, as plain Python values."""
+    env, _ = build(features, config, seed=2)
+    env.reset()
+    rng = np.random.default_rng(4)
+    for _ in range(12):
+        env.step(rng.uniform(-1, 1, (2, 1)).astype(np.float32))
+    saved = env.rollout_state()
+    assert type(saved["env_states"][0]["accumulated_reward"]) is float
+    assert type(saved["env_states"][0]["action_scales"]) is dict
+    resumed, _ = build(features, config, seed=9)
+    resumed.reset()
+    resumed.load_rollout_state(saved)
+    for mine, theirs in zip(resumed.rollout_state()["env_states"], saved["env_states"], strict=True):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            np.testing.assert_array_equal(mine[key], theirs[key], err_msg=key)
+    np.testing.assert_array_equal(resumed.active_options(), env.active_options())

@@ -41,18 +41,16 @@ class MarketState:
     def position_size(self) -> np.ndarray:
         return np.abs(self.position)
 
-    def at(self, i: int) -> "MarketState":
-        """The state of env `i` alone (arrays of length 1). Spelled out, not looped over the fields:
-        the options layer calls it for every env on every step."""
-        row = slice(i, i + 1)
+    def take(self, rows: np.ndarray) -> "MarketState":
+        """The states of the envs in `rows` (an index array), in that order."""
         return MarketState(
-            position=self.position[row],
-            unrealised_pnl=self.unrealised_pnl[row],
-            time_in_position=self.time_in_position[row],
-            drawdown=self.drawdown[row],
-            trend_strength=self.trend_strength[row],
-            sentiment=self.sentiment[row],
-            sl_confidence=self.sl_confidence[row],
+            position=self.position[rows],
+            unrealised_pnl=self.unrealised_pnl[rows],
+            time_in_position=self.time_in_position[rows],
+            drawdown=self.drawdown[rows],
+            trend_strength=self.trend_strength[rows],
+            sentiment=self.sentiment[rows],
+            sl_confidence=self.sl_confidence[rows],
         )
 
 

@@ -1,7 +1,9 @@
 """The options layer between SB3's SAC and the vectorised trading envs (a public VecEnvWrapper).
 
-Per env it keeps an `OptionEnvState` (active option, steps in it, accumulated reward, start state).
-Order of events per vectorised step:
+It keeps every env's option bookkeeping (active option, steps in it, accumulated reward, start
+state, the options' memory) as arrays over envs, and computes each step for all envs at once: one
+numpy call per option and rule, not one Python call per env. `env_states[i]` is env i's view of
+those arrays, with the seed's `OptionEnvState` fields. Order of events per vectorised step:
   1. `step_async` -> `select_actions`: SAC's action (computed on an observation that already names
      the active option) is multiplied by that option's action_scale (seed Fix 1) and the option
      turns it into the env's target exposure.
@@ -16,8 +18,8 @@ stale option.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 
 import numpy as np
 from gymnasium import spaces
@@ -29,23 +31,113 @@ from trainer.errors import NonFiniteError
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from trainer.options import availability_mask, build_options
+from trainer.options.trading_options import OptionMemory
+
+STATE_FIELDS = (  # an env's option state, as checkpoints store it (rollout_state)
+    "action_scales", "min_durations", "active_option", "option_step_count", "accumulated_reward",
+    "start_state", "start_mask", "memory", "behaviour_log_prob", "selection_temperature", "selected_at",
+)
 
 
-@dataclass
+class _OptionRow(MutableMapping):
+    """{option index: value} over one env's row of a per-option array (the seed's action_scales
+    and min_durations dicts), live: writing to it changes what the wrapper uses."""
+
+    def __init__(self, row: np.ndarray):
+        self._row = row
+
+    def __getitem__(self, option: int):
+        if not isinstance(option, (int, np.integer)) or not 0 <= option < len(self._row):
+            raise KeyError(option)
+        return self._row[option].item()
+
+    def __setitem__(self, option: int, value) -> None:
+        self[option]  # KeyError for an unknown option
+        self._row[option] = value
+
+    def __delitem__(self, option: int) -> None:
+        raise TypeError("every option has an entry; set it instead")
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._row)))
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _env_field(array: str, kind: type) -> property:
+    """One env's entry of the wrapper's array `array`, read as `kind`, written through."""
+
+    def get(view: "OptionEnvState"):
+        return kind(getattr(view._env, array)[view._i])
+
+    def set_(view: "OptionEnvState", value) -> None:
+        getattr(view._env, array)[view._i] = value
+
+    return property(get, set_)
+
+
 class OptionEnvState:
-    """The option bookkeeping of one environment."""
+    """Env `i`'s option bookkeeping (the seed's OptionEnvState fields), a view of the wrapper's arrays."""
 
-    action_scales: dict[int, float]
-    min_durations: dict[int, int]
-    active_option: int = -1
-    option_step_count: int = 0
-    accumulated_reward: float = 0.0
-    start_state: np.ndarray | None = None
-    start_mask: np.ndarray | None = None
-    memory: dict = field(default_factory=dict)
-    behaviour_log_prob: float = 0.0  # log mu(o|s,m) of the active option when it was chosen
-    selection_temperature: float = 1.0  # the controller temperature that chose it
-    selected_at: int = 0  # the controller update index when it was chosen
+    def __init__(self, env: "OptionVecEnv", i: int):
+        self._env, self._i = env, i
+
+    @property
+    def action_scales(self) -> _OptionRow:
+        return _OptionRow(self._env.action_scales[self._i])
+
+    @property
+    def min_durations(self) -> _OptionRow:
+        return _OptionRow(self._env.min_durations[self._i])
+
+    active_option = _env_field("active", int)
+    option_step_count = _env_field("step_counts", int)
+    accumulated_reward = _env_field("option_returns", float)
+    behaviour_log_prob = _env_field("behaviour_log_probs", float)  # log mu(o|s,m) of the active option when it was chosen
+    selection_temperature = _env_field("selection_temperatures", float)  # the controller temperature that chose it
+    selected_at = _env_field("selected_at", int)  # the controller update index when it was chosen
+
+    @property
+    def start_state(self) -> np.ndarray | None:
+        return self._env.start_states[self._i].copy() if self._env.started[self._i] else None
+
+    @property
+    def start_mask(self) -> np.ndarray | None:
+        return self._env.start_masks[self._i].copy() if self._env.started[self._i] else None
+
+    @property
+    def memory(self) -> dict:
+        """The options' memory of this env, as a dict (a copy: assign to change it)."""
+        return self._env.memory.to_dict(self._i)
+
+    @memory.setter
+    def memory(self, value: dict) -> None:
+        self._env.memory.load_dict(self._i, value)
+
+    def as_dict(self) -> dict:
+        """Plain Python values and array copies (what checkpoints store)."""
+        state = {name: getattr(self, name) for name in STATE_FIELDS}
+        state["action_scales"], state["min_durations"] = dict(state["action_scales"]), dict(state["min_durations"])
+        return state
+
+    def load(self, state: dict) -> None:
+        missing = set(STATE_FIELDS) - set(state)
+        if missing:
+            raise ValueError(f"option state lacks {sorted(missing)}")
+        env, i = self._env, self._i
+        env.action_scales[i] = [state["action_scales"][o] for o in range(env.action_scales.shape[1])]
+        env.min_durations[i] = [state["min_durations"][o] for o in range(env.min_durations.shape[1])]
+        for name in ("active_option", "option_step_count", "accumulated_reward", "behaviour_log_prob",
+                     "selection_temperature", "selected_at", "memory"):
+            setattr(self, name, state[name])
+        env.started[i] = state["start_state"] is not None
+        if env.started[i]:
+            env.start_states[i] = state["start_state"]
+            env.start_masks[i] = state["start_mask"]
 
 
 @dataclass
@@ -109,9 +201,24 @@ class OptionVecEnv(VecEnvWrapper):
         self.deterministic = deterministic
         self.options = build_options(cfg)
         self.rng = np.random.default_rng(seed)
-        scales = {i: float(cfg.option_block(i).action_scale) for i in range(n_options)}
-        durations = {i: int(cfg.option_block(i).min_duration) for i in range(n_options)}
-        self.env_states = [OptionEnvState(dict(scales), dict(durations)) for _ in range(self.num_envs)]
+        n = self.num_envs
+        self._envs = np.arange(n)
+        # Per env and option (seed Fixes 1 and 2: the seed keeps them per env state).
+        self.action_scales = np.tile([float(cfg.option_block(i).action_scale) for i in range(n_options)], (n, 1))
+        self.min_durations = np.tile([int(cfg.option_block(i).min_duration) for i in range(n_options)], (n, 1))
+        # Per env: the active option and what it has collected (set by _start_options).
+        self.active = np.full(n, -1, dtype=np.int64)
+        self.step_counts = np.zeros(n, dtype=np.int64)
+        self.option_returns = np.zeros(n)  # discounted reward accumulated inside the option
+        self.started = np.zeros(n, dtype=bool)
+        self.start_states = np.zeros((n, inner.shape[0]), dtype=np.float32)
+        self.start_masks = np.zeros((n, n_options), dtype=bool)
+        self.behaviour_log_probs = np.zeros(n)
+        self.selection_temperatures = np.ones(n)
+        self.selected_at = np.zeros(n, dtype=np.int64)
+        self.memory = OptionMemory.empty(n)
+        self.env_states = [OptionEnvState(self, i) for i in range(n)]
+        self._discounts = np.ones(1)  # gamma ** k, grown as options run longer (_discount)
         self.window = OptionUsage(n_options)
         self.totals = OptionUsage(n_options)
         # {option: {rule: count}} of the options ended by their termination rules (not by the episode end)
@@ -133,31 +240,29 @@ class OptionVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, rewards, dones, infos = self.venv.step_wait()
-        steps_per_option = np.bincount(self.active_options(), minlength=self.cfg.num_options)
+        steps_per_option = np.bincount(self.active, minlength=self.cfg.num_options)
         self.window.steps += steps_per_option
         self.totals.steps += steps_per_option
-        markets = None  # decoded once per step, for all envs, when an option may terminate
-        ended = []
-        for i in range(self.num_envs):
-            state = self.env_states[i]
-            state.accumulated_reward += (self.cfg.gamma**state.option_step_count) * float(rewards[i])
-            state.option_step_count += 1
+        self.option_returns += self._discount(self.step_counts) * rewards.astype(np.float64)
+        self.step_counts += 1
+        ending = np.array(dones, dtype=bool)
+        # Below min_duration an option is forced to continue (seed Fix 2): no termination draw.
+        may_end = np.flatnonzero(~ending & (self.step_counts >= self.min_durations[self._envs, self.active]))
+        if len(may_end):
+            ending[self._terminate(may_end, obs)] = True
+        ended = np.flatnonzero(ending)  # in env order
+        for i in ended.tolist():
             if dones[i]:
                 terminal = infos[i].get("terminal_observation", obs[i])
                 truncated = bool(infos[i].get("TimeLimit.truncated", False))
-                infos[i]["terminal_observation"] = self._augment_one(terminal, state.active_option)
+                infos[i]["terminal_observation"] = self._augment_one(terminal, self.active[i])
                 self._end_option(i, terminal, episode_done=not truncated, cut_by_episode=True)
-                ended.append(i)
-            elif state.option_step_count >= state.min_durations.get(state.active_option, 0):
-                if markets is None:
-                    markets = self.layout.market_state(obs)
-                if self._terminates(i, markets.at(i)):
-                    self._end_option(i, obs[i], episode_done=False)
-                    ended.append(i)
-        if ended:
-            self._start_options(np.asarray(ended), obs)  # one controller forward for all of them
-        for i in range(self.num_envs):
-            infos[i]["option"] = self.env_states[i].active_option
+            else:
+                self._end_option(i, obs[i], episode_done=False)
+        if len(ended):
+            self._start_options(ended, obs)  # one controller forward for all of them
+        for info, option in zip(infos, self.active.tolist()):
+            info["option"] = option
         self._last_obs = obs
         return self._augment(obs), rewards, dones, infos
 
@@ -167,53 +272,64 @@ class OptionVecEnv(VecEnvWrapper):
         """Scale each env's SAC action by its option's action_scale, then let the option shape it."""
         if not np.all(np.isfinite(sac_actions)):
             raise NonFiniteError(f"SAC produced a non-finite action: {sac_actions.tolist()}")
+        scaled = sac_actions.reshape(self.num_envs, -1)[:, 0].astype(np.float64) * self.action_scales[self._envs, self.active]
         states = self.layout.market_state(self._last_obs)
         actions = np.zeros((self.num_envs, 1), dtype=np.float32)
-        first_components = sac_actions.reshape(self.num_envs, -1)[:, 0].tolist()  # Python floats, exactly
-        for env_idx, state in enumerate(self.env_states):
-            option_idx = state.active_option
-            action_scale = state.action_scales.get(option_idx, 1.0)
-            scaled_action = first_components[env_idx] * action_scale
-            option = self.options[option_idx]
-            actions[env_idx, 0] = option.target_exposure(scaled_action, states.at(env_idx), state.memory)
+        for option, envs in self._by_option(self._envs):
+            actions[envs, 0] = option.target_exposures(scaled[envs], states, envs, self.memory)
         return actions
 
     # ---------------------------------------------------------------- option lifecycle
 
-    def _terminates(self, env_idx: int, market) -> bool:
-        """Whether env `env_idx`'s option ends now, given its decoded MarketState; only asked once
-        the option has run min_duration steps (seed Fix 2: below it the option is forced to go on,
-        whatever it says, and no termination draw is made)."""
-        state = self.env_states[env_idx]
-        option = self.options[state.active_option]
-        term_prob, rule = option.termination(state.option_step_count, market, state.memory)
+    def _by_option(self, envs: np.ndarray):
+        """(option, the envs of `envs` running it) for every option they run."""
+        running = self.active[envs]
+        for index in np.flatnonzero(np.bincount(running, minlength=len(self.options))).tolist():
+            yield self.options[index], envs[running == index]
+
+    def _terminate(self, envs: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Of `envs` (in env order, all past min_duration), those whose option ends now: each with
+        its option's termination probability, drawn in env order (one draw per env asked)."""
+        markets = self.layout.market_state(obs)
+        probabilities = np.zeros(self.num_envs)
+        fired = np.zeros(self.num_envs, dtype=np.int64)
+        for option, running in self._by_option(envs):
+            probabilities[running], fired[running] = option.terminations(self.step_counts[running], markets, running, self.memory)
         if self.deterministic:
-            ends = term_prob >= 0.5
+            ended = envs[probabilities[envs] >= 0.5]
         else:
-            ends = bool(self.rng.random() < term_prob)
-        if ends:
-            self.terminations[option.name][rule] += 1  # which Part 2 rule ended it (run totals)
-        return ends
+            ended = envs[self.rng.random(len(envs)) < probabilities[envs]]
+        for env_idx, rule in zip(ended.tolist(), fired[ended].tolist()):
+            option = self.options[self.active[env_idx]]
+            self.terminations[option.name][option.rules[rule]] += 1  # which Part 2 rule ended it (run totals)
+        return ended
+
+    def _discount(self, steps: np.ndarray) -> np.ndarray:
+        """gamma ** steps, each power computed once by Python (the same float as gamma ** k)."""
+        longest = int(steps.max()) if len(steps) else 0
+        if longest >= len(self._discounts):
+            self._discounts = np.array([self.cfg.gamma**k for k in range(2 * longest + 1)])
+        return self._discounts[steps]
 
     def _end_option(self, env_idx: int, next_obs: np.ndarray, episode_done: bool, cut_by_episode: bool = False) -> None:
-        state = self.env_states[env_idx]
+        option, duration = int(self.active[env_idx]), int(self.step_counts[env_idx])
         if not cut_by_episode:
             # An option cut short by the episode's end says nothing about its termination rules,
             # so it is left out of the duration statistics (its transition is still learned from).
-            self.window.durations.append((state.active_option, state.option_step_count))
-            self.totals.durations.append((state.active_option, state.option_step_count))
+            self.window.durations.append((option, duration))
+            self.totals.durations.append((option, duration))
         if self.buffer is not None:
             self.buffer.add(
-                state.start_state,
-                state.active_option,
-                state.start_mask,
-                state.accumulated_reward,
-                state.option_step_count,
+                self.start_states[env_idx],
+                option,
+                self.start_masks[env_idx],
+                float(self.option_returns[env_idx]),
+                duration,
                 np.asarray(next_obs, dtype=np.float32),
                 episode_done,
-                behaviour_log_prob=state.behaviour_log_prob,
-                temperature=state.selection_temperature,
-                selected_at=state.selected_at,
+                behaviour_log_prob=float(self.behaviour_log_probs[env_idx]),
+                temperature=float(self.selection_temperatures[env_idx]),
+                selected_at=int(self.selected_at[env_idx]),
             )
 
     def _start_options(self, env_indices: np.ndarray, obs: np.ndarray) -> None:
@@ -222,21 +338,19 @@ class OptionVecEnv(VecEnvWrapper):
         starts = np.asarray(obs[env_indices], dtype=np.float32)
         masks = availability_mask(self.options, self.layout.market_state(starts))
         chosen, log_probs = self.learner.choose(starts, masks, self.deterministic)
-        temperature, update = self.learner.effective_temperature, self.learner.num_updates
-        for row, env_idx in enumerate(env_indices):
-            option = int(chosen[row])
-            state = self.env_states[env_idx]
-            state.active_option = option
-            state.behaviour_log_prob = float(log_probs[row])
-            state.selection_temperature = temperature
-            state.selected_at = update
-            state.option_step_count = 0
-            state.accumulated_reward = 0.0
-            state.start_state = starts[row].copy()
-            state.start_mask = masks[row]
-            state.memory = {}
-            self.window.selections[option] += 1
-            self.totals.selections[option] += 1
+        self.active[env_indices] = chosen
+        self.behaviour_log_probs[env_indices] = log_probs
+        self.selection_temperatures[env_indices] = self.learner.effective_temperature
+        self.selected_at[env_indices] = self.learner.num_updates
+        self.step_counts[env_indices] = 0
+        self.option_returns[env_indices] = 0.0
+        self.started[env_indices] = True
+        self.start_states[env_indices] = starts
+        self.start_masks[env_indices] = masks
+        self.memory.clear(env_indices)
+        chosen_per_option = np.bincount(chosen, minlength=self.cfg.num_options)
+        self.window.selections += chosen_per_option
+        self.totals.selections += chosen_per_option
 
     # ---------------------------------------------------------------- resume
 
@@ -244,9 +358,9 @@ class OptionVecEnv(VecEnvWrapper):
         """What a resumed run needs to continue mid-option: each env's option state (active option,
         steps in it, accumulated reward, start state and mask, option memory, how it was chosen),
         the termination RNG, the open monitor window's counters and the last env observation.
-        Arrays and dicts as they are (the checkpoint pickles them with torch.save)."""
+        Plain values and arrays (the checkpoint pickles them with torch.save)."""
         return {
-            "env_states": [copy.deepcopy(vars(state)) for state in self.env_states],
+            "env_states": [state.as_dict() for state in self.env_states],
             "rng": self.rng.bit_generator.state,
             "window": self.window.state_dict(),
             "last_obs": None if self._last_obs is None else self._last_obs.copy(),
@@ -255,7 +369,8 @@ class OptionVecEnv(VecEnvWrapper):
     def load_rollout_state(self, state: dict) -> None:
         if len(state["env_states"]) != self.num_envs:
             raise ValueError(f"option state of {len(state['env_states'])} envs cannot be loaded into {self.num_envs}")
-        self.env_states = [OptionEnvState(**copy.deepcopy(saved)) for saved in state["env_states"]]
+        for view, saved in zip(self.env_states, state["env_states"]):
+            view.load(saved)
         self.rng.bit_generator.state = state["rng"]
         self.window.load_state_dict(state["window"])
         self._last_obs = None if state["last_obs"] is None else np.array(state["last_obs"], copy=True)
@@ -263,7 +378,7 @@ class OptionVecEnv(VecEnvWrapper):
     # ---------------------------------------------------------------- observations
 
     def active_options(self) -> np.ndarray:
-        return np.array([s.active_option for s in self.env_states], dtype=np.int64)
+        return self.active.copy()
 
     def _augment_one(self, obs: np.ndarray, option: int) -> np.ndarray:
         one_hot = np.zeros(self.cfg.num_options, dtype=np.float32)
@@ -272,5 +387,5 @@ class OptionVecEnv(VecEnvWrapper):
 
     def _augment(self, obs: np.ndarray) -> np.ndarray:
         one_hot = np.zeros((self.num_envs, self.cfg.num_options), dtype=np.float32)
-        one_hot[np.arange(self.num_envs), self.active_options()] = 1.0
+        one_hot[self._envs, self.active] = 1.0
         return np.concatenate([obs.astype(np.float32), one_hot], axis=1)

@@ -15,7 +15,8 @@ that, seed Fix 1) and turns it into the environment's action, a TARGET exposure 
 Termination (after min_duration, which every option also enforces itself as a safety layer, seed
 Fix 2): 1.0 at the option's step cap; otherwise the larger of a success/signal probability and a
 time-based sigmoid_termination_prob (capped for TrendFollow at 0.15 and Wait at 0.5).
-`memory` is the option's per-environment scratch dict, cleared when the option starts.
+`memory` is the options' per-environment scratch (`OptionMemory`, arrays over envs; a dict in the
+one-env methods), cleared when an option starts.
 
 Every termination probability is the largest of a few named rules, and `termination()` returns
 (probability, rule) so the run can count which rule ended each option
@@ -42,6 +43,7 @@ At the neutral 0.5 both open options are available and Wait's rule never fires, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,62 +56,159 @@ FLAT = 0.01  # |exposure| below this counts as no position
 NO_RULE = "none"  # reported with probability 0 (below min_duration): nothing can end the option
 MAX_STEPS = "max_steps"
 TIME_SIGMOID = "time_sigmoid"
+NOT_APPLICABLE = -np.inf  # a rule that does not apply to an env: never the largest
+ONE_ENV = np.zeros(1, dtype=np.int64)  # the rows of a one-env call
+
+
+def _max(a, b):
+    """Python's max(a, b) elementwise: on a tie the first argument, so -0.0 stays -0.0 (np.maximum may
+    return either zero). The options' numbers are bit for bit those of the per-env code they replaced."""
+    return np.where(b > a, b, a)
+
+
+def _min(a, b):
+    """Python's min(a, b) elementwise (ties: the first argument)."""
+    return np.where(b < a, b, a)
+
+
+def _clamp(value, low, high):
+    return _min(_max(value, low), high)
+
+
+def _toward(current, desired, max_step):
+    return current + _clamp(desired - current, -max_step, max_step)
+
+
+@dataclass
+class OptionMemory:
+    """The options' per-env scratch, as arrays over envs; an env's entries are cleared when its
+    option starts. `target` (NaN = not set) is what OpenLong/OpenShort are building toward;
+    `opened` / `closed` are Scalp's one trade."""
+
+    target: np.ndarray
+    opened: np.ndarray
+    closed: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "OptionMemory":
+        return cls(np.full(n, np.nan), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+
+    def clear(self, rows) -> None:
+        self.target[rows] = np.nan
+        self.opened[rows] = False
+        self.closed[rows] = False
+
+    def to_dict(self, i: int) -> dict:
+        """Env `i`'s memory as the keys an option has set (what checkpoints and readers see)."""
+        memory: dict = {}
+        if not np.isnan(self.target[i]):
+            memory["target"] = float(self.target[i])
+        if self.opened[i]:
+            memory["opened"] = True
+        if self.closed[i]:
+            memory["closed"] = True
+        return memory
+
+    def load_dict(self, i: int, memory: dict) -> None:
+        unknown = set(memory) - {"target", "opened", "closed"}
+        if unknown:
+            raise ValueError(f"option memory has unknown keys {sorted(unknown)} (known: target, opened, closed)")
+        self.clear(i)
+        self.target[i] = memory.get("target", np.nan)
+        self.opened[i] = bool(memory.get("opened", False))
+        self.closed[i] = bool(memory.get("closed", False))
 
 
 class TradingOption(ABC):
-    """One option. `state` is a MarketState of one env (arrays of length 1)."""
+    """One option, computed for all the envs running it at once.
+
+    The vectorised methods take `states`, the MarketState of every env, `rows`, the envs to
+    compute (indices into `states` and `memory`), and per-row inputs (`scaled`, `steps`); they
+    read only the fields they need at those rows. The one-env methods (`available`,
+    `target_exposure`, `termination`) wrap them for a single state and a memory dict.
+    """
 
     name: str
+    rules: tuple[str, ...]  # the rule names termination() can report, in priority order
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.action_scale = float(cfg.action_scale)
         self.min_duration = int(cfg.min_duration)
 
-    def available(self, state: MarketState) -> bool:
-        return True
+    # ---------------------------------------------------------------- vectorised (the wrapper's)
+
+    def availability(self, states: MarketState) -> np.ndarray:
+        """Whether the option may start, per env (bool array)."""
+        return np.ones(len(states.position), dtype=bool)
 
     @abstractmethod
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        """The env action for this step, from the action_scale-scaled SAC action."""
-
-    rules: tuple[str, ...]  # the rule names termination() can report, in priority order
+    def target_exposures(self, scaled: np.ndarray, states: MarketState, rows: np.ndarray, memory: OptionMemory) -> np.ndarray:
+        """The env action of each env in `rows` this step, from its action_scale-scaled SAC action."""
 
     @abstractmethod
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        """(probability, rule) of every rule that applies now, once min_duration is reached."""
+    def _rule_table(self, steps: np.ndarray, states: MarketState, rows: np.ndarray, memory: OptionMemory) -> np.ndarray:
+        """(len(rules), len(rows)): each rule's probability per env, NOT_APPLICABLE where it does
+        not apply; asked only for envs that have run the option's minimum number of steps."""
 
     def _min_steps(self) -> int:
         return self.min_duration
 
+    def terminations(self, steps: np.ndarray, states: MarketState, rows: np.ndarray, memory: OptionMemory) -> tuple[np.ndarray, np.ndarray]:
+        """(probability of ending after `steps` steps, index into `rules` of the rule that gives
+        it, -1 for none) per env in `rows`: the largest applicable rule (the earlier one in `rules`
+        on a tie), clamped to [0, 1]; (0, -1) below min_duration."""
+        old_enough = steps >= self._min_steps()
+        if old_enough.all():  # the wrapper asks only past min_duration: Wait's longer minimum aside, all
+            table = self._rule_table(steps, states, rows, memory)
+            return np.minimum(np.maximum(table.max(axis=0), 0.0), 1.0), table.argmax(axis=0)  # argmax: the first of equals
+        probabilities = np.zeros(len(steps))
+        fired = np.full(len(steps), -1, dtype=np.int64)
+        if old_enough.any():
+            probabilities[old_enough], fired[old_enough] = self.terminations(
+                steps[old_enough], states, rows[old_enough], memory
+            )
+        return probabilities, fired
+
+    def _time_curve(self, max_steps: int, steepness: float = 0.5) -> np.ndarray:
+        """sigmoid_termination_prob at every step count 0..max(max_steps, min_duration), computed
+        once (the curve depends on the step count alone); from the last entry on it is 1.0."""
+        top = max(max_steps, self.min_duration)
+        return np.array([sigmoid_termination_prob(k, self.min_duration, max_steps, steepness) for k in range(top + 1)])
+
+    @staticmethod
+    def _at(curve: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        return curve[np.minimum(steps, len(curve) - 1)]
+
+    # ---------------------------------------------------------------- one env
+
+    def available(self, state: MarketState) -> bool:
+        return bool(self.availability(state)[0])
+
+    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
+        """The env action for one env; `memory` is that env's dict, updated in place."""
+        scratch = OptionMemory.empty(1)
+        scratch.load_dict(0, memory)
+        exposure = self.target_exposures(np.array([scaled_action], dtype=np.float64), state, ONE_ENV, scratch)
+        memory.clear()
+        memory.update(scratch.to_dict(0))
+        return float(exposure[0])
+
     def termination(self, step: int, state: MarketState, memory: dict) -> tuple[float, str]:
-        """(probability of ending after `step` steps, the rule that gives it): the largest of the
-        applicable rules (the earlier one in `rules` on a tie); (0, "none") below min_duration."""
-        if step < self._min_steps():
-            return 0.0, NO_RULE
-        candidates = self._candidates(step, state, memory)
-        if not candidates:
-            return 0.0, NO_RULE
-        probability, rule = max(candidates, key=lambda c: c[0])  # max keeps the first of equals
-        return float(min(1.0, max(0.0, probability))), rule
+        """(probability of ending after `step` steps, the rule that gives it) for one env;
+        (0, "none") below min_duration."""
+        scratch = OptionMemory.empty(1)
+        scratch.load_dict(0, memory)
+        probability, fired = self.terminations(np.array([step]), state, ONE_ENV, scratch)
+        return float(probability[0]), (self.rules[fired[0]] if fired[0] >= 0 else NO_RULE)
 
     def termination_probability(self, step: int, state: MarketState, memory: dict) -> float:
         """Probability of ending after `step` steps; 0 below min_duration (safety layer)."""
         return self.termination(step, state, memory)[0]
 
 
-def _clamp(value: float, low: float, high: float) -> float:
-    """np.clip for one float, without numpy's per-call cost (called per env per step)."""
-    return min(max(value, low), high)
-
-
-def _toward(current: float, desired: float, max_step: float) -> float:
-    return current + _clamp(desired - current, -max_step, max_step)
-
-
-def _time_rule(step: int, probability: float, max_steps: int) -> tuple[float, str]:
-    """The time-based rule: the seed's sigmoid, which is 1.0 (the step cap) from max_steps on."""
-    return probability, MAX_STEPS if step >= max_steps else TIME_SIGMOID
+def _rule(applies, probability) -> np.ndarray:
+    return np.where(applies, probability, NOT_APPLICABLE)
 
 
 class OpenLongOption(TradingOption):
@@ -119,35 +218,37 @@ class OpenLongOption(TradingOption):
     direction = 1.0
     rules = ("target_reached", TIME_SIGMOID, MAX_STEPS)
 
-    def confidence(self, state: MarketState) -> float:
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.time_curve = self._time_curve(cfg.max_steps)
+
+    def confidence(self, states: MarketState) -> np.ndarray:
         """The SL signal's conviction in this option's direction: sl_confidence for a long,
         1 - sl_confidence for a short (sl_confidence is 0 = down .. 1 = up)."""
-        sl = float(state.sl_confidence[0])
-        return sl if self.direction > 0 else 1.0 - sl
+        return states.sl_confidence if self.direction > 0 else 1.0 - states.sl_confidence
 
-    def available(self, state: MarketState) -> bool:
-        building = self.direction * state.position[0] < 0.9 * self.action_scale
-        return bool(self.confidence(state) >= self.cfg.min_confidence and building)
+    def availability(self, states: MarketState) -> np.ndarray:
+        building = self.direction * states.position < 0.9 * self.action_scale
+        return (self.confidence(states) >= self.cfg.min_confidence) & building
 
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        desired = self.direction * abs(scaled_action)
-        memory["target"] = desired
-        target = _toward(float(state.position[0]), desired, self.cfg.max_exposure_pct)
+    def target_exposures(self, scaled, states, rows, memory):
+        desired = self.direction * np.abs(scaled)
+        memory.target[rows] = desired
+        target = _toward(states.position[rows], desired, self.cfg.max_exposure_pct)
         return _clamp(target, 0.0, 1.0) if self.direction > 0 else _clamp(target, -1.0, 0.0)
 
-    def _success(self, state: MarketState, memory: dict) -> float:
-        target = abs(memory.get("target", self.action_scale))
-        reached = self.direction * state.position[0] >= 0.9 * target - 1e-9  # 0.9 * 0.8 is 0.72000...01
-        return 1.0 if reached else 0.0
-
-    def _signal_rules(self, state: MarketState) -> list[tuple[float, str]]:
+    def _signal_rules(self, states: MarketState, rows: np.ndarray) -> list[np.ndarray]:
         return []
 
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        rules = [(1.0, "target_reached")] if self._success(state, memory) else []
-        rules += self._signal_rules(state)
-        time_based = sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps)
-        return rules + [_time_rule(step, time_based, self.cfg.max_steps)]
+    def _rule_table(self, steps, states, rows, memory):
+        stored = memory.target[rows]
+        target = np.abs(np.where(np.isnan(stored), self.action_scale, stored))
+        reached = self.direction * states.position[rows] >= 0.9 * target - 1e-9  # 0.9 * 0.8 is 0.72000...01
+        time_based = self._at(self.time_curve, steps)
+        capped = steps >= self.cfg.max_steps  # the time curve is 1.0 there, reported as the step cap
+        return np.array(
+            [_rule(reached, 1.0), *self._signal_rules(states, rows), _rule(~capped, time_based), _rule(capped, time_based)]
+        )
 
 
 class OpenShortOption(OpenLongOption):
@@ -158,8 +259,8 @@ class OpenShortOption(OpenLongOption):
     bullish_sentiment = 0.60
     rules = ("target_reached", "sentiment_exit", TIME_SIGMOID, MAX_STEPS)
 
-    def _signal_rules(self, state: MarketState) -> list[tuple[float, str]]:
-        return [(0.8, "sentiment_exit")] if state.sentiment[0] > self.bullish_sentiment else []
+    def _signal_rules(self, states: MarketState, rows: np.ndarray) -> list[np.ndarray]:
+        return [_rule(states.sentiment[rows] > self.bullish_sentiment, 0.8)]
 
 
 class ClosePositionOption(TradingOption):
@@ -169,23 +270,21 @@ class ClosePositionOption(TradingOption):
     still_open_prob = 0.02
     rules = ("position_closed", MAX_STEPS, "still_open")
 
-    def available(self, state: MarketState) -> bool:
-        return bool(state.position_size[0] >= FLAT)
+    def availability(self, states: MarketState) -> np.ndarray:
+        return states.position_size >= FLAT
 
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        position = float(state.position[0])
-        pnl = float(state.unrealised_pnl[0])
-        if pnl >= self.cfg.profit_target or pnl <= self.cfg.stop_loss:
-            return 0.0
-        target = position * (1.0 - min(1.0, abs(scaled_action)))
-        return 0.0 if abs(target) < FLAT else target
+    def target_exposures(self, scaled, states, rows, memory):
+        pnl = states.unrealised_pnl[rows]
+        at_exit = (pnl >= self.cfg.profit_target) | (pnl <= self.cfg.stop_loss)
+        target = states.position[rows] * (1.0 - _min(1.0, np.abs(scaled)))
+        return np.where(at_exit | (np.abs(target) < FLAT), 0.0, target)
 
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        if state.position_size[0] < FLAT:
-            return [(1.0, "position_closed")]
-        if step >= self.cfg.max_steps:
-            return [(1.0, MAX_STEPS)]
-        return [(self.still_open_prob, "still_open")]
+    def _rule_table(self, steps, states, rows, memory):
+        flat = np.abs(states.position[rows]) < FLAT
+        capped = steps >= self.cfg.max_steps
+        return np.array(
+            [_rule(flat, 1.0), _rule(~flat & capped, 1.0), _rule(~flat & ~capped, self.still_open_prob)]
+        )
 
 
 class TrendFollowOption(TradingOption):
@@ -196,20 +295,21 @@ class TrendFollowOption(TradingOption):
     time_cap = 0.15
     rules = (MAX_STEPS, "trend_exhausted", TIME_SIGMOID)
 
-    def available(self, state: MarketState) -> bool:
-        return bool(abs(state.trend_strength[0]) >= self.cfg.momentum_threshold)
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.time_curve = self._time_curve(cfg.max_steps)
 
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        direction = float(np.sign(state.trend_strength[0]))
-        return direction * min(abs(scaled_action), self.cfg.max_position_size)
+    def availability(self, states: MarketState) -> np.ndarray:
+        return np.abs(states.trend_strength) >= self.cfg.momentum_threshold
 
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        if step >= self.cfg.max_steps:
-            return [(1.0, MAX_STEPS)]
-        exhausted = abs(state.trend_strength[0]) < 0.5 * self.cfg.momentum_threshold
-        rules = [(self.exhausted_prob, "trend_exhausted")] if exhausted else []
-        time_based = min(self.time_cap, sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps))
-        return rules + [(time_based, TIME_SIGMOID)]
+    def target_exposures(self, scaled, states, rows, memory):
+        return np.sign(states.trend_strength[rows]) * _min(np.abs(scaled), self.cfg.max_position_size)
+
+    def _rule_table(self, steps, states, rows, memory):
+        capped = steps >= self.cfg.max_steps
+        exhausted = np.abs(states.trend_strength[rows]) < 0.5 * self.cfg.momentum_threshold
+        time_based = _min(self.time_cap, self._at(self.time_curve, steps))
+        return np.array([_rule(capped, 1.0), _rule(~capped & exhausted, self.exhausted_prob), _rule(~capped, time_based)])
 
 
 class ScalpOption(TradingOption):
@@ -219,23 +319,22 @@ class ScalpOption(TradingOption):
     steepness = 0.6
     rules = ("trade_closed", TIME_SIGMOID, MAX_STEPS)
 
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        position = float(state.position[0])
-        if abs(position) >= FLAT:
-            memory["opened"] = True
-            pnl = float(state.unrealised_pnl[0])
-            if pnl >= self.cfg.profit_target or pnl <= self.cfg.stop_loss:
-                memory["closed"] = True
-                return 0.0
-        if memory.get("closed"):
-            return 0.0  # one trade per scalp
-        return float(scaled_action)
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.time_curve = self._time_curve(cfg.max_steps, self.steepness)
 
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        closed = memory.get("opened", False) and state.position_size[0] < FLAT
-        rules = [(1.0, "trade_closed")] if closed else []
-        time_based = sigmoid_termination_prob(step, self.min_duration, self.cfg.max_steps, self.steepness)
-        return rules + [_time_rule(step, time_based, self.cfg.max_steps)]
+    def target_exposures(self, scaled, states, rows, memory):
+        in_trade = np.abs(states.position[rows]) >= FLAT
+        pnl = states.unrealised_pnl[rows]
+        memory.opened[rows] |= in_trade
+        memory.closed[rows] |= in_trade & ((pnl >= self.cfg.profit_target) | (pnl <= self.cfg.stop_loss))
+        return np.where(memory.closed[rows], 0.0, scaled)  # one trade per scalp
+
+    def _rule_table(self, steps, states, rows, memory):
+        closed = memory.opened[rows] & (np.abs(states.position[rows]) < FLAT)
+        time_based = self._at(self.time_curve, steps)
+        capped = steps >= self.cfg.max_steps
+        return np.array([_rule(closed, 1.0), _rule(~capped, time_based), _rule(capped, time_based)])
 
 
 class WaitOption(TradingOption):
@@ -245,26 +344,31 @@ class WaitOption(TradingOption):
     time_cap = 0.5
     rules = (MAX_STEPS, "sentiment_extreme", "strong_trend", "sl_confidence_exit", TIME_SIGMOID)
 
-    def target_exposure(self, scaled_action: float, state: MarketState, memory: dict) -> float:
-        return float(state.position[0])  # action_scale 0: hold, no trade
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self.time_curve = self._time_curve(cfg.max_wait_steps)
+
+    def target_exposures(self, scaled, states, rows, memory):
+        return states.position[rows]  # action_scale 0: hold, no trade
 
     def _min_steps(self) -> int:
         return max(self.min_duration, self.cfg.min_wait_steps)
 
-    def _candidates(self, step: int, state: MarketState, memory: dict) -> list[tuple[float, str]]:
-        if step >= self.cfg.max_wait_steps:
-            return [(1.0, MAX_STEPS)]
-        rules = []
-        sentiment = state.sentiment[0]
-        if sentiment < 0.30 or sentiment > 0.75:
-            rules.append((0.85, "sentiment_extreme"))
-        if abs(state.trend_strength[0]) > 0.03:
-            rules.append((0.75, "strong_trend"))
-        sl = float(state.sl_confidence[0])
-        if max(sl, 1.0 - sl) > 0.75:  # a strong directional view either way (0.5 = no view)
-            rules.append((0.65, "sl_confidence_exit"))
-        time_based = min(self.time_cap, sigmoid_termination_prob(step, self.min_duration, self.cfg.max_wait_steps))
-        return rules + [(time_based, TIME_SIGMOID)]
+    def _rule_table(self, steps, states, rows, memory):
+        capped = steps >= self.cfg.max_wait_steps
+        sentiment, sl = states.sentiment[rows], states.sl_confidence[rows]
+        extreme = (sentiment < 0.30) | (sentiment > 0.75)
+        strong_view = _max(sl, 1.0 - sl) > 0.75  # a strong directional view either way (0.5 = no view)
+        time_based = _min(self.time_cap, self._at(self.time_curve, steps))
+        return np.array(
+            [
+                _rule(capped, 1.0),
+                _rule(~capped & extreme, 0.85),
+                _rule(~capped & (np.abs(states.trend_strength[rows]) > 0.03), 0.75),
+                _rule(~capped & strong_view, 0.65),
+                _rule(~capped, time_based),
+            ]
+        )
 
 
 OPTION_CLASSES: dict[str, type[TradingOption]] = {
@@ -289,5 +393,4 @@ def build_options(cfg: OptionsConfig) -> list[TradingOption]:
 
 def availability_mask(options: list[TradingOption], states: MarketState) -> np.ndarray:
     """(n_envs, n_options) bool; Scalp and Wait are always available, so no row is empty."""
-    n = len(states.position)
-    return np.array([[opt.available(states.at(i)) for opt in options] for i in range(n)], dtype=bool)
+    return np.stack([option.availability(states) for option in options], axis=1)
