@@ -3,14 +3,16 @@
 # with SB3's own update and with the fast SAC update (sac.compile, sac.cuda_graphs;
 # trainer/training/fast_sac.py).
 #
-#   benchmarks/gpu_full_run.sh [--steps N] [--only hier|plain] [--paths "sb3 compile cuda_graphs"]
+#   benchmarks/gpu_full_run.sh [--steps N] [--only hier|plain] [--paths "sb3 compile cuda_graphs"] [--budget S]
 #   benchmarks/gpu_full_run.sh --device cpu --steps 600 --paths "sb3 compile"   # check the script itself
 #
 # The seed's command is 500k steps, 16 envs, eval every 15k. One invocation must finish unattended
 # within 10 minutes, so --steps (default 8000) scales every run down, keeping the seed's 16 envs and
 # its evaluations per step (eval every 3% of the run); the 500k-step wall time printed is
-# extrapolated from the measured rate and labelled so. Run it on the GPU machine from the
-# repository root with the venv built (`make` or `pip install -r requirements.lock` + CUDA torch).
+# extrapolated from the measured rate and labelled so. --budget (default 560 s) bounds the whole
+# invocation: each run gets what is left of it, and runs that no longer fit are reported as skipped.
+# Run it on the GPU machine from the repository root with the venv built (`make` or
+# `pip install -r requirements.lock` + CUDA torch).
 # Prints, per run: wall time, env steps/s, SAC gradient updates/s, peak GPU memory, and the
 # extrapolated 500k wall time; then the device.
 set -euo pipefail
@@ -19,19 +21,26 @@ STEPS=8000
 ONLY="hier plain"
 PATHS="sb3 compile cuda_graphs"
 DEVICE=cuda
-PYTHON="${PYTHON:-.venv/bin/python}"
-TRAINER="${TRAINER:-.venv/bin/trainer}"
+BUDGET=560
+# The repository's .venv where there is one (make), else what PATH holds (the trainer image's /opt/venv).
+[ -x .venv/bin/python ] && PYTHON="${PYTHON:-.venv/bin/python}" || PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/trainer ] && TRAINER="${TRAINER:-.venv/bin/trainer}" || TRAINER="${TRAINER:-trainer}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) STEPS="$2"; shift 2 ;;
     --only) ONLY="$2"; shift 2 ;;
     --paths) PATHS="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    --budget) BUDGET="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "gpu_full_run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
+if ! command -v "$TRAINER" >/dev/null; then
+  echo "gpu_full_run.sh: no trainer CLI ($TRAINER): build .venv with make, or install the package" >&2
+  exit 2
+fi
 if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_full_run.sh: torch sees no CUDA device here; run it on a GPU machine" >&2
   exit 2
@@ -48,12 +57,20 @@ declare -A FLAGS=([sb3]="" [compile]="--set sac.compile=true" [cuda_graphs]="--s
 for algo in $ONLY; do
   for path in $PATHS; do
     run="$OUT/$algo-$path"
-    echo "== $algo / $path: $STEPS steps, 16 envs, eval every $EVAL" >&2
+    left=$(( BUDGET - SECONDS ))
+    if [ "$left" -lt 30 ]; then
+      echo "== $algo / $path: skipped, ${left}s of the ${BUDGET}s budget left" >&2
+      continue
+    fi
+    echo "== $algo / $path: $STEPS steps, 16 envs, eval every $EVAL (at most ${left}s)" >&2
+    status=0
     # shellcheck disable=SC2086  # FLAGS holds zero or two words on purpose
-    if ! timeout 540 "$TRAINER" train --config "${CONFIG[$algo]}" --symbol SPY --total-timesteps "$STEPS" \
+    timeout "$left" "$TRAINER" train --config "${CONFIG[$algo]}" --symbol SPY --total-timesteps "$STEPS" \
         --n-envs 16 --eval-freq "$EVAL" --output-dir "$run" --no-mlflow --set "training.device=$DEVICE" \
-        ${FLAGS[$path]} > "$run.log" 2>&1; then
-      echo "   failed (exit $?); last lines of $run.log:" >&2
+        ${FLAGS[$path]} > "$run.log" 2>&1 || status=$?
+    if [ "$status" -ne 0 ]; then
+      [ "$status" -eq 124 ] && reason="out of the budget" || reason="exit $status"
+      echo "   failed ($reason); last lines of $run.log:" >&2
       tail -5 "$run.log" >&2
     fi
   done

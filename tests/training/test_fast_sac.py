@@ -4,6 +4,7 @@ update path (the one `sac.compile` compiles and `sac.cuda_graphs` captures) comp
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -49,6 +50,33 @@ def test_its_update_path_computes_sb3s_update(reference, monkeypatch):
     assert all(torch.equal(trained[k], reference[k]) for k in reference)
     logged = model.logger.name_to_value
     assert {"train/actor_loss", "train/critic_loss", "train/ent_coef", "train/ent_coef_loss"} <= set(logged)
+
+
+def test_the_update_path_never_reads_a_tensor_on_the_host(monkeypatch):
+    """What `sac.cuda_graphs` captures must not sync with the host (on a GPU that fails the capture:
+    "operation not permitted when stream is capturing"). On CPU: inside each gradient step of the
+    fast path, reading a tensor's value (bool, item, tolist) is refused. torch.distributions'
+    argument checks, on by default, read one per distribution SB3's actor builds."""
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    # Adam reads its step counter with item() unless it is capturable, as the graph path rebuilds it
+    # (capturable Adam needs a GPU): here the counter stays a tensor, as it does there.
+    monkeypatch.setattr(sys.modules["torch.optim.adam"], "_get_value", lambda value: value)
+    model = make(FastSAC, compile_update=True)
+    gradient_step, steps = model._gradient_step, []
+
+    def refuse(*_args):
+        raise AssertionError("a tensor was read on the host inside the SAC update")
+
+    def without_host_reads(*batch):
+        with monkeypatch.context() as patched:
+            for method in ("__bool__", "item", "tolist"):
+                patched.setattr(torch.Tensor, method, refuse)
+            steps.append(gradient_step(*batch))
+        return steps[-1]
+
+    model._gradient_step = without_host_reads
+    model.learn(STEPS)
+    assert len(steps) == STEPS - 100  # every gradient step after learning_starts ran under the check
 
 
 def test_compiled_it_trains_like_sb3_within_float_tolerance(reference, monkeypatch):

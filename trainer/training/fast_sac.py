@@ -23,13 +23,30 @@ Not a fork: this subclasses SB3's SAC and calls its own networks, optimizers and
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from stable_baselines3 import SAC
+from torch.distributions import Distribution
 
 LOGGER = logging.getLogger(__name__)
+
+
+@contextmanager
+def no_distribution_validation() -> Iterator[None]:
+    """torch.distributions checks every new distribution's parameters (on by default, `__debug__`)
+    with `bool(tensor)`, a host sync: inside a CUDA graph capture that is an error ("operation not
+    permitted when stream is capturing"), and under torch.compile a graph break. SB3's actor builds
+    a Normal on every pass, so the fast update path runs with the checks off; the losses are the same."""
+    previous = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(previous)
 
 
 class FastSAC(SAC):
@@ -66,11 +83,12 @@ class FastSAC(SAC):
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
         stats = []
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = data.discounts if data.discounts is not None else torch.full_like(data.rewards, self.gamma)
-            batch = (data.observations, data.actions, data.next_observations, data.dones, data.rewards, discounts)
-            stats.append(self._replay(batch) if self.cuda_graphs else self._gradient_step(*batch))
+        with no_distribution_validation():
+            for _ in range(gradient_steps):
+                data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+                discounts = data.discounts if data.discounts is not None else torch.full_like(data.rewards, self.gamma)
+                batch = (data.observations, data.actions, data.next_observations, data.dones, data.rewards, discounts)
+                stats.append(self._replay(batch) if self.cuda_graphs else self._gradient_step(*batch))
         self._n_updates += gradient_steps
         means = torch.stack([torch.stack(s) for s in stats]).mean(dim=0).tolist()  # one host sync
         ent_coef_loss, ent_coef, critic_loss, actor_loss = means
