@@ -128,21 +128,10 @@ def registry_versions():
     return {m.name: client.search_model_versions(f"name='{m.name}'") for m in client.search_registered_models()}
 
 
-def test_corrupted_data_trains_nothing_and_promotes_nothing(dag, small_demo, tmp_path):
-    require_commands("validate")
-    bad = corrupted_copy("SPY", tmp_path)
-    run = dag.test(run_conf={"symbols": ["SPY"], "profile": "demo", "data_overrides": {"SPY": str(bad)}, **TINY})
-    states = task_states(run)
-    assert state_of(states, "validate_data", 0) == "failed"
-    for name in ("smoke_test", "full_train", "register_model", "promote_model", "publish_report"):
-        assert state_of(states, name, 0) == "upstream_failed", name
-    assert run.state == "failed"
-    assert training_dirs(small_demo, "SPY") == []
-    assert registry_versions() == {}
-
-
 def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, small_demo, tmp_path):
-    """SPY runs the whole chain and lands in the registry with its gate tags; QQQ (NaN close) trains nothing."""
+    """SPY runs the whole chain and lands in the registry with its gate tags; QQQ (NaN close) fails
+    its validation and trains, registers and promotes nothing, and the run is failed. (It also
+    covers the one-symbol corrupted run, which took a DAG run of its own.)"""
     require_commands(*FULL_CHAIN)
     bad = corrupted_copy("QQQ", tmp_path)
     run = dag.test(
@@ -156,6 +145,7 @@ def test_two_symbols_map_both_and_a_bad_one_does_not_stop_the_other(dag, small_d
     for name in ("smoke_test", "full_train", "register_model", "promote_model", "publish_report"):
         assert state_of(states, name, 1) == "upstream_failed", name
     assert training_dirs(small_demo, "QQQ") == []
+    assert run.state == "failed"  # a symbol that failed its data check fails the run, not SPY's chain
 
     assert state_of(states, "register_model", 0) == "success"
     for name in ("approve_promotion", "promote_model", "publish_report"):

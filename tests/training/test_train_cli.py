@@ -52,10 +52,20 @@ def train_args(out: Path, steps: int = 300, config: str = B1, extra: list[str] |
             "--eval-freq", "200", "--output-dir", str(out), *tiny, *(extra or [])]
 
 
-def test_hierarchical_run_writes_every_output_and_logs_to_mlflow(state):
-    out = state / "run"
-    result = state / "result.json"
-    trainer("--result-json", str(result), *train_args(out))
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """One 300-step hierarchical run logged to MLflow, for the tests that read or evaluate it
+    (run directory, and the environment that points at its state and MLflow store)."""
+    root = tmp_path_factory.mktemp("shared-run")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["TRAINER_STATE_DIR"] = str(root / "state")
+    trainer("--result-json", str(root / "result.json"), *train_args(root / "run"), env=env)
+    return root / "run", env
+
+
+def test_hierarchical_run_writes_every_output_and_logs_to_mlflow(shared_run):
+    out, env = shared_run
+    result = out.parent / "result.json"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["total_timesteps"] == 300
     assert summary["algorithm"] == "hierarchical_sac" and summary["symbol"] == "SPY"
@@ -74,7 +84,7 @@ def test_hierarchical_run_writes_every_output_and_logs_to_mlflow(state):
 
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{state / 'state' / 'mlflow' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{Path(env['TRAINER_STATE_DIR']) / 'mlflow' / 'mlflow.db'}")
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.data.params["options.entropy_bonus"] == "0.01"
     assert run.data.tags["data_digest"] == summary["data_digest"]
@@ -84,12 +94,11 @@ def test_hierarchical_run_writes_every_output_and_logs_to_mlflow(state):
     assert {"summary.json", "monitor_metrics.json", "model", "best_model"} <= artifacts
 
 
-def test_resume_of_a_completed_run_reuses_it(state):
-    out = state / "run"
-    trainer(*train_args(out, steps=200), "--no-mlflow")
+def test_resume_of_a_completed_run_reuses_it(shared_run):
+    out, env = shared_run
     before = (out / "summary.json").read_text()
     started = time.monotonic()
-    proc = trainer(*train_args(out, steps=200), "--no-mlflow", "--resume")
+    proc = trainer(*train_args(out), "--resume", env=env)
     assert "already completed" in proc.stderr
     assert (out / "summary.json").read_text() == before
     assert time.monotonic() - started < 60
@@ -166,10 +175,9 @@ def test_bad_config_and_symbol_are_refused_without_traceback(state):
     assert proc.returncode == 2 and "options.state_dim is 108" in proc.stderr and "128" in proc.stderr
 
 
-def test_evaluate_backtests_against_buy_and_hold_and_a_registered_phase_a(state):
-    out = state / "run"
-    trainer(*train_args(out))
-    trainer("evaluate", "--run", str(out))
+def test_evaluate_backtests_against_buy_and_hold_and_a_registered_phase_a(shared_run):
+    out, env = shared_run
+    trainer("evaluate", "--run", str(out), env=env)
     evaluation = json.loads((out / "evaluation.json").read_text())
     metrics = evaluation["metrics"]
     assert evaluation["baseline"]["source"] == "trained"
@@ -184,7 +192,7 @@ def test_evaluate_backtests_against_buy_and_hold_and_a_registered_phase_a(state)
     assert metrics["buy_and_hold.total_return"] == pytest.approx(np.prod(1 + backtest["buy_and_hold_return"]) - 1)
     assert "not distinguishable" in evaluation["interpretation"] or "distinguishable" in evaluation["interpretation"]
     # a second evaluation reuses the registered baseline instead of training another
-    trainer("evaluate", "--run", str(out))
+    trainer("evaluate", "--run", str(out), env=env)
     assert json.loads((out / "evaluation.json").read_text())["baseline"]["source"] == "registry"
 
 
