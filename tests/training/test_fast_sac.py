@@ -80,11 +80,12 @@ def test_the_update_path_never_reads_a_tensor_on_the_host(monkeypatch):
 
 
 def test_compiled_it_trains_like_sb3_within_float_tolerance(reference, monkeypatch):
-    """Real torch.compile (inductor, CPU). Its random numbers come from torch's generator
-    (fallback_random) so the comparison is of the arithmetic, not of two RNG streams."""
-    import torch._inductor.config as inductor
-
-    monkeypatch.setattr(inductor, "fallback_random", True)
+    """Real torch.compile: dynamo traces the four passes and AOT autograd builds their backward
+    graphs (backend aot_eager), so graph breaks, guards and the traced losses are what is checked.
+    Inductor's code generation is left to benchmarks/sac_update.py and the GPU script: on a cold
+    cache its C++ compiles took 70 s of this suite's 2 cores, for PyTorch's own code."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn: compile_(fn, backend="aot_eager"))
     model = make(FastSAC, compile_update=True)
     trained = weights(model.learn(STEPS))
     for key, value in reference.items():
