@@ -22,9 +22,10 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m trainer.demo
 
-# Test files run on TEST_WORKERS pytest-xdist workers, one file per worker at a time (its module and
+# Test files run on TEST_WORKERS pytest-xdist workers (3 on 2 cores: many tests wait on a subprocess or
+# a server, and a third worker fills those gaps), one file per worker at a time (its module and
 # session fixtures built once there), slow files first (tests/conftest.py orders them).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=30 \

@@ -56,7 +56,7 @@ def _set_mlflow_process_state(state: tuple) -> None:
 def pytest_collection_modifyitems(session, config, items) -> None:  # noqa: ARG001 (pytest's signature)
     """Files of slow or integration tests first, each file kept together and in its order.
 
-    `make test` runs the files on two pytest-xdist workers (`--dist loadfile
+    `make test` runs the files on TEST_WORKERS pytest-xdist workers (`--dist loadfile
     --no-loadscope-reorder`), which take files in this order: the minute-long files start first,
     and the many short ones fill in at the end, instead of one long file running alone last."""
     def heavy(item) -> bool:
