@@ -41,18 +41,6 @@ class MarketState:
     def position_size(self) -> np.ndarray:
         return np.abs(self.position)
 
-    def take(self, rows: np.ndarray) -> "MarketState":
-        """The states of the envs in `rows` (an index array), in that order."""
-        return MarketState(
-            position=self.position[rows],
-            unrealised_pnl=self.unrealised_pnl[rows],
-            time_in_position=self.time_in_position[rows],
-            drawdown=self.drawdown[rows],
-            trend_strength=self.trend_strength[rows],
-            sentiment=self.sentiment[rows],
-            sl_confidence=self.sl_confidence[rows],
-        )
-
 
 @dataclass(frozen=True)
 class ObservationLayout:

@@ -130,11 +130,13 @@ class TradingOption(ABC):
 
     name: str
     rules: tuple[str, ...]  # the rule names termination() can report, in priority order
+    steepness = 0.5  # of the time-based sigmoid
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
         self.action_scale = float(cfg.action_scale)
         self.min_duration = int(cfg.min_duration)
+        self.time_curve = self._time_curve()
 
     # ---------------------------------------------------------------- vectorised (the wrapper's)
 
@@ -170,15 +172,19 @@ class TradingOption(ABC):
             )
         return probabilities, fired
 
-    def _time_curve(self, max_steps: int, steepness: float = 0.5) -> np.ndarray:
-        """sigmoid_termination_prob at every step count 0..max(max_steps, min_duration), computed
-        once (the curve depends on the step count alone); from the last entry on it is 1.0."""
-        top = max(max_steps, self.min_duration)
-        return np.array([sigmoid_termination_prob(k, self.min_duration, max_steps, steepness) for k in range(top + 1)])
+    def _step_cap(self) -> int:
+        """The step count at which the time-based rule reaches 1.0."""
+        return self.cfg.max_steps
 
-    @staticmethod
-    def _at(curve: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        return curve[np.minimum(steps, len(curve) - 1)]
+    def _time_curve(self) -> np.ndarray:
+        """sigmoid_termination_prob at every step count 0..max(step cap, min_duration), computed
+        once (the curve depends on the step count alone); from the last entry on it is 1.0."""
+        cap = self._step_cap()
+        top = max(cap, self.min_duration)
+        return np.array([sigmoid_termination_prob(k, self.min_duration, cap, self.steepness) for k in range(top + 1)])
+
+    def _time_based(self, steps: np.ndarray) -> np.ndarray:
+        return self.time_curve[np.minimum(steps, len(self.time_curve) - 1)]
 
     # ---------------------------------------------------------------- one env
 
@@ -218,10 +224,6 @@ class OpenLongOption(TradingOption):
     direction = 1.0
     rules = ("target_reached", TIME_SIGMOID, MAX_STEPS)
 
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        self.time_curve = self._time_curve(cfg.max_steps)
-
     def confidence(self, states: MarketState) -> np.ndarray:
         """The SL signal's conviction in this option's direction: sl_confidence for a long,
         1 - sl_confidence for a short (sl_confidence is 0 = down .. 1 = up)."""
@@ -244,7 +246,7 @@ class OpenLongOption(TradingOption):
         stored = memory.target[rows]
         target = np.abs(np.where(np.isnan(stored), self.action_scale, stored))
         reached = self.direction * states.position[rows] >= 0.9 * target - 1e-9  # 0.9 * 0.8 is 0.72000...01
-        time_based = self._at(self.time_curve, steps)
+        time_based = self._time_based(steps)
         capped = steps >= self.cfg.max_steps  # the time curve is 1.0 there, reported as the step cap
         return np.array(
             [_rule(reached, 1.0), *self._signal_rules(states, rows), _rule(~capped, time_based), _rule(capped, time_based)]
@@ -295,10 +297,6 @@ class TrendFollowOption(TradingOption):
     time_cap = 0.15
     rules = (MAX_STEPS, "trend_exhausted", TIME_SIGMOID)
 
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        self.time_curve = self._time_curve(cfg.max_steps)
-
     def availability(self, states: MarketState) -> np.ndarray:
         return np.abs(states.trend_strength) >= self.cfg.momentum_threshold
 
@@ -308,7 +306,7 @@ class TrendFollowOption(TradingOption):
     def _rule_table(self, steps, states, rows, memory):
         capped = steps >= self.cfg.max_steps
         exhausted = np.abs(states.trend_strength[rows]) < 0.5 * self.cfg.momentum_threshold
-        time_based = _min(self.time_cap, self._at(self.time_curve, steps))
+        time_based = _min(self.time_cap, self._time_based(steps))
         return np.array([_rule(capped, 1.0), _rule(~capped & exhausted, self.exhausted_prob), _rule(~capped, time_based)])
 
 
@@ -319,10 +317,6 @@ class ScalpOption(TradingOption):
     steepness = 0.6
     rules = ("trade_closed", TIME_SIGMOID, MAX_STEPS)
 
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        self.time_curve = self._time_curve(cfg.max_steps, self.steepness)
-
     def target_exposures(self, scaled, states, rows, memory):
         in_trade = np.abs(states.position[rows]) >= FLAT
         pnl = states.unrealised_pnl[rows]
@@ -332,7 +326,7 @@ class ScalpOption(TradingOption):
 
     def _rule_table(self, steps, states, rows, memory):
         closed = memory.opened[rows] & (np.abs(states.position[rows]) < FLAT)
-        time_based = self._at(self.time_curve, steps)
+        time_based = self._time_based(steps)
         capped = steps >= self.cfg.max_steps
         return np.array([_rule(closed, 1.0), _rule(~capped, time_based), _rule(capped, time_based)])
 
@@ -344,9 +338,8 @@ class WaitOption(TradingOption):
     time_cap = 0.5
     rules = (MAX_STEPS, "sentiment_extreme", "strong_trend", "sl_confidence_exit", TIME_SIGMOID)
 
-    def __init__(self, cfg: Any):
-        super().__init__(cfg)
-        self.time_curve = self._time_curve(cfg.max_wait_steps)
+    def _step_cap(self) -> int:
+        return self.cfg.max_wait_steps
 
     def target_exposures(self, scaled, states, rows, memory):
         return states.position[rows]  # action_scale 0: hold, no trade
@@ -359,7 +352,7 @@ class WaitOption(TradingOption):
         sentiment, sl = states.sentiment[rows], states.sl_confidence[rows]
         extreme = (sentiment < 0.30) | (sentiment > 0.75)
         strong_view = _max(sl, 1.0 - sl) > 0.75  # a strong directional view either way (0.5 = no view)
-        time_based = _min(self.time_cap, self._at(self.time_curve, steps))
+        time_based = _min(self.time_cap, self._time_based(steps))
         return np.array(
             [
                 _rule(capped, 1.0),
