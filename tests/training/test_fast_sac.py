@@ -83,7 +83,7 @@ def test_compiled_it_trains_like_sb3_within_float_tolerance(reference, monkeypat
     """Real torch.compile: dynamo traces the four passes and AOT autograd builds their backward
     graphs (backend aot_eager), so graph breaks, guards and the traced losses are what is checked.
     Inductor's code generation is left to benchmarks/sac_update.py and the GPU script: on a cold
-    cache its C++ compiles took 70 s of this suite's 2 cores, for PyTorch's own code."""
+    cache its C++ compiles took 81 s of a fresh clone's suite on 2 cores, for PyTorch's own code."""
     compile_ = torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn: compile_(fn, backend="aot_eager"))
     model = make(FastSAC, compile_update=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from trainer.config import load_config
@@ -48,8 +47,7 @@ def fingerprint(deterministic: bool) -> dict:
     venv = DummyVecEnv([lambda: TradingEnv(features, config.environment) for _ in range(N_ENVS)])
     venv.seed(11)
     cfg = config.options
-    with torch.random.fork_rng(devices=[]):
-        learner = OptionsLearner(cfg, seed=11)
+    learner = OptionsLearner(cfg, seed=11)  # seeds its own weights and streams
     buffer = OptionReplayBuffer(10_000, cfg.state_dim, cfg.num_options)
     layout = ObservationLayout(config.environment.window_size)
     env = OptionVecEnv(venv, learner, cfg, layout, buffer, deterministic=deterministic, seed=11)
