@@ -285,6 +285,15 @@ class OptionsConfig(_Strict):
             "(falls back to the newest batch_size transitions when fewer are that recent)."
         ),
     )
+    target_kl: float | None = Field(
+        0.02,
+        gt=0,
+        description=(
+            "Not in the seed (SB3 PPO's target_kl): clipped loss only; an update whose batch has moved further than "
+            "this approx KL from the behaviour snapshot trains the value head only, so the policy waits for the "
+            "next refresh. None: no limit (the seed's full command then collapsed onto scalp at 449k steps)."
+        ),
+    )
     overlap_update: bool = Field(
         True,
         description=(

@@ -160,3 +160,32 @@ def test_the_clipped_loss_refuses_a_batch_without_behaviour_probabilities():
     batch.behaviour_log_probs = None
     with pytest.raises(ValueError, match="behaviour_log_probs"):
         learner.train_options_controller(batch)
+
+
+def _kl_batch(learner: OptionsLearner):
+    batch = filled_buffer(learner).sample(32, np.random.default_rng(0))
+    # behaviour probabilities from a different policy: the batch's approx KL is well above zero
+    batch.behaviour_log_probs = batch.behaviour_log_probs + np.random.default_rng(5).normal(0, 0.5, 32).astype(np.float32)
+    return batch
+
+
+@pytest.mark.parametrize("target_kl, held", [(None, False), (10.0, False), (1e-4, True)])
+def test_past_target_kl_the_update_trains_the_value_head_only(target_kl, held):
+    learner = OptionsLearner(cfg(target_kl=target_kl), seed=0)
+    batch = _kl_batch(learner)
+    head = learner.controller.option_head.weight.detach().clone()
+    value_head = learner.controller.value_head.weight.detach().clone()
+    stats = learner.train_options_controller(batch)
+    assert stats.approx_kl > 1e-3
+    assert stats.policy_held is held
+    # the option head gets gradient from the policy and entropy terms only
+    assert torch.equal(learner.controller.option_head.weight, head) is held
+    assert not torch.equal(learner.controller.value_head.weight, value_head)
+    assert learner.policy_held_updates == int(held)
+    clone = OptionsLearner(cfg(target_kl=target_kl), seed=0)
+    clone.load_state_dict(learner.state_dict())
+    assert clone.policy_held_updates == int(held)
+
+
+def test_the_shipped_config_limits_the_kl():
+    assert OptionsConfig().target_kl == 0.02

@@ -38,7 +38,7 @@ def options_cfg(**monitor):
 
 def make_callback(cfg):
     option_env = SimpleNamespace(window=OptionUsage(6))
-    learner = SimpleNamespace(current_temperature=0.9, num_updates=7, last_stats=None)
+    learner = SimpleNamespace(current_temperature=0.9, num_updates=7, policy_held_updates=0, last_stats=None)
     cb = OptionsMonitorCallback(option_env, learner, cfg)
     cb.model = SimpleNamespace(num_timesteps=0, logger=configure(None, [""]))
     return cb

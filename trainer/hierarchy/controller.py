@@ -116,6 +116,7 @@ class ControllerStats:
     clip_fraction: float = 0.0  # clipped loss: share of samples whose ratio left [1-eps, 1+eps]
     approx_kl: float = 0.0  # clipped loss: mean (rho - 1) - log rho, an estimate of KL(mu || pi)
     sample_age: float = 0.0  # mean controller updates between a sample's selection and this update
+    policy_held: bool = False  # clipped loss with target_kl: the batch's approx KL was past it, value head only
 
 
 class OptionsLearner:
@@ -149,6 +150,7 @@ class OptionsLearner:
         self.optimizer = torch.optim.Adam(self._controller.parameters(), lr=cfg.options_lr)
         self.current_temperature = cfg.temperature
         self.num_updates = 0
+        self.policy_held_updates = 0  # updates past target_kl (value head only)
         self._last_stats: ControllerStats | None = None
         self.rng = np.random.default_rng(seed)  # option choice
         self.sample_rng = np.random.default_rng([seed, 1])  # batch sampling
@@ -247,7 +249,7 @@ class OptionsLearner:
             self._pending = self._worker.submit(self._gradient_step, *step)
             return
         try:
-            self._last_stats = self._gradient_step(*step)
+            self._collect(self._gradient_step(*step))
         except Exception:
             self._restore_counters()
             raise
@@ -264,8 +266,12 @@ class OptionsLearner:
             if error is not None:
                 self._restore_counters()
                 raise error
-            self._last_stats = pending.result()
+            self._collect(pending.result())
         return self._last_stats
+
+    def _collect(self, stats: ControllerStats) -> None:
+        self._last_stats = stats
+        self.policy_held_updates += stats.policy_held
 
     def _restore_counters(self) -> None:
         """A failed update stepped nothing, so it does not count or anneal either."""
@@ -349,6 +355,11 @@ class OptionsLearner:
         entropy_bonus_loss = -self.cfg.entropy_bonus * entropy
 
         total_loss = policy_loss + self.cfg.value_loss_weight * value_loss + entropy_bonus_loss
+        if clipped and self.cfg.target_kl is not None and extra["approx_kl"] > self.cfg.target_kl:
+            # At a low temperature one Adam step moves pi far past the clip, where no sample's gradient
+            # pulls it back; past target_kl the policy waits for the next snapshot.
+            extra["policy_held"] = True
+            total_loss = self.cfg.value_loss_weight * value_loss
         if not torch.isfinite(total_loss):
             raise NonFiniteError(
                 f"options controller loss is not finite at update {update_index + 1} "
@@ -403,6 +414,7 @@ class OptionsLearner:
             "optimizer": self.optimizer.state_dict(),
             "current_temperature": self.current_temperature,
             "num_updates": self.num_updates,
+            "policy_held_updates": self.policy_held_updates,
             "rng": self.rng.bit_generator.state,
             "sample_rng": self.sample_rng.bit_generator.state,
             "dropout_rng": self.dropout_generator.get_state(),
@@ -415,6 +427,7 @@ class OptionsLearner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.current_temperature = float(state["current_temperature"])
         self.num_updates = int(state["num_updates"])
+        self.policy_held_updates = int(state.get("policy_held_updates", 0))  # absent before target_kl
         self.rng.bit_generator.state = state["rng"]
         if "sample_rng" in state:  # absent from checkpoints written before the streams were split
             self.sample_rng.bit_generator.state = state["sample_rng"]
