@@ -82,8 +82,8 @@ class OptionsMonitorCallback(BaseCallback):
         record["options/max_usage_pct"] = max_usage
         record["options/temperature"] = self.learner.current_temperature
         record["options/num_updates"] = self.learner.num_updates
+        stats = self.learner.last_stats  # waits for an update in flight, so the count below includes it
         record["options/policy_held_updates"] = self.learner.policy_held_updates  # run total, see target_kl
-        stats = self.learner.last_stats
         for key in ("entropy", "grad_norm", "policy_loss", "value_loss", "advantage_mean", "advantage_std",
                     "clip_fraction", "approx_kl", "sample_age", "policy_held"):
             record[f"options/{key}"] = getattr(stats, key) if stats else None
