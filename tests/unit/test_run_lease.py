@@ -3,6 +3,7 @@ server, conditional writes) and in a local folder (fcntl), and `trainer train` r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainer.errors import EXIT_BUSY
@@ -91,17 +93,36 @@ def test_a_lease_not_renewed_within_its_ttl_is_taken_over_and_its_holder_stops_w
     fresh.release()
 
 
+def _renewed_at(s3, lease: S3Lease) -> float:
+    return float(json.loads(s3.get_object(Bucket=lease.bucket, Key=lease.key)["Body"].read())["renewed_at"])
+
+
 def test_the_renewal_thread_keeps_a_short_lease_alive(s3):
     key = run_key()
     with run_key_lease(key, Path("unused")) as lease:
         assert isinstance(lease, S3Lease)
-    # with a TTL of 2.5 s, renewed every 0.5 s, a waiting contender is still refused after two TTLs.
-    # (A 1 s TTL failed once on a fully loaded 2-core CI box: no renewal landed within a second.)
-    holder = S3Lease(key, "pod-alive", ttl_seconds=2.5)
+    # The renewal thread must keep stamping the lease, every ttl / 5, past two TTLs. Read from S3
+    # rather than slept for: a fixed 5 s sleep with a 2.5 s TTL failed on a fully loaded 2-core CI
+    # box, where neither the thread nor the S3 server got the CPU for 3 s (a real expiry; production
+    # TTLs are 120 s). So the median gap between renewals is checked, which a starved second or two
+    # cannot move, and the contender asks just after a renewal has landed.
+    ttl = 3.0
+    holder = S3Lease(key, "pod-alive", ttl_seconds=ttl)
     holder.acquire()
-    time.sleep(5.0)
-    with pytest.raises(LeaseHeldError):
-        S3Lease(key, "pod-waiting", ttl_seconds=2.5).acquire()
+    stamps = [_renewed_at(s3, holder)]
+    deadline = time.monotonic() + 120
+    while True:
+        stamped = _renewed_at(s3, holder)
+        if stamped != stamps[-1]:
+            stamps.append(stamped)
+        if stamped >= stamps[0] + 2 * ttl and time.time() - stamped < ttl / 4:
+            break
+        assert time.monotonic() < deadline, f"the lease was not renewed past two TTLs (stamps {stamps})"
+        time.sleep(0.05)
+    gaps = np.diff(stamps)
+    assert np.median(gaps) < ttl / 2, f"renewals {gaps.round(2).tolist()} s apart, with a TTL of {ttl} s"
+    with pytest.raises(LeaseHeldError, match="pod-alive"):
+        S3Lease(key, "pod-waiting", ttl_seconds=ttl).acquire()
     holder.release()
 
 
