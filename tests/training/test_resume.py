@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import torch
 
+from trainer.lease import LEASE_OBJECT
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER = str(Path(sys.executable).parent / "trainer")
 CONFIGS = {"hierarchical_sac": str(ROOT / "configs" / "phase_b1_options.yaml"),
@@ -163,16 +165,22 @@ def test_sigkill_with_s3_run_storage_then_a_fresh_pod_resumes_like_the_uninterru
     args = [*train_args(tmp_path / "unused", "hierarchical_sac")]
     args[args.index("--output-dir") + 1] = output
 
+    # The SIGKILLed trainer cannot release its run-key lease; the next pod takes it over once it is
+    # older than its TTL. 20 s, not less: a pod that starts too early must still find the lease
+    # alive after its own start-up (about 10 s of imports on a slow, loaded 2-core box, where a 3 s
+    # TTL had expired before the early pod asked).
+    ttl = 20.0
+
     def pod_env(name: str, faults: str | None = None) -> dict[str, str]:
-        # A short run-key lease: the SIGKILLed trainer cannot release its lease, the next one takes
-        # it over once it is older than the TTL.
-        return {**_env(tmp_path / name, faults), **s3_server.env_vars(), "TRAINER_LEASE_TTL_SECONDS": "3"}
+        return {**_env(tmp_path / name, faults), **s3_server.env_vars(), "TRAINER_LEASE_TTL_SECONDS": str(ttl)}
 
     killed = trainer(args, pod_env("first-pod", "train.step.250=kill"), check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     early = trainer([*args, "--resume"], pod_env("too-early-pod"), check=False)
     assert early.returncode == 73 and "is being trained by" in early.stderr, early.stderr[-2000:]
-    time.sleep(3.5)
+    lease_key = f"{output[len(f's3://{bucket}/'):]}/{LEASE_OBJECT}"
+    renewed_at = json.loads(client.get_object(Bucket=bucket, Key=lease_key)["Body"].read())["renewed_at"]
+    time.sleep(max(0.0, renewed_at + ttl + 0.5 - time.time()))  # until the dead trainer's lease has expired
     resumed = trainer([*args, "--resume"], pod_env("second-pod"))
     assert "taking over the lease" in resumed.stderr
     assert "resumed from" in resumed.stderr and "at step 200" in resumed.stderr
