@@ -216,3 +216,13 @@ def seaweedfs_server(
         yield server
     finally:
         _stop(proc, stop_grace_s)
+
+
+def lease_renewed_at(client, remote: str) -> float:
+    """When the run-key lease of `remote` (an s3:// run prefix) was last stamped, as S3 holds it."""
+    import json
+
+    from trainer.lease import S3Lease
+
+    lease = S3Lease(remote, "reader", ttl_seconds=1.0)  # only its bucket and key are used
+    return float(json.loads(client.get_object(Bucket=lease.bucket, Key=lease.key)["Body"].read())["renewed_at"])

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.lease import LEASE_OBJECT
+from support.seaweedfs import lease_renewed_at
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER = str(Path(sys.executable).parent / "trainer")
@@ -178,9 +178,7 @@ def test_sigkill_with_s3_run_storage_then_a_fresh_pod_resumes_like_the_uninterru
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     early = trainer([*args, "--resume"], pod_env("too-early-pod"), check=False)
     assert early.returncode == 73 and "is being trained by" in early.stderr, early.stderr[-2000:]
-    lease_key = f"{output[len(f's3://{bucket}/'):]}/{LEASE_OBJECT}"
-    renewed_at = json.loads(client.get_object(Bucket=bucket, Key=lease_key)["Body"].read())["renewed_at"]
-    time.sleep(max(0.0, renewed_at + ttl + 0.5 - time.time()))  # until the dead trainer's lease has expired
+    time.sleep(max(0.0, lease_renewed_at(client, output) + ttl + 0.5 - time.time()))  # until the dead trainer's lease has expired
     resumed = trainer([*args, "--resume"], pod_env("second-pod"))
     assert "taking over the lease" in resumed.stderr
     assert "resumed from" in resumed.stderr and "at step 200" in resumed.stderr

@@ -3,7 +3,6 @@ server, conditional writes) and in a local folder (fcntl), and `trainer train` r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.seaweedfs import lease_renewed_at
 from trainer.errors import EXIT_BUSY
 from trainer.lease import LeaseHeldError, LeaseLostError, LocalLease, S3Lease, run_key_lease
 
@@ -93,10 +93,6 @@ def test_a_lease_not_renewed_within_its_ttl_is_taken_over_and_its_holder_stops_w
     fresh.release()
 
 
-def _renewed_at(s3, lease: S3Lease) -> float:
-    return float(json.loads(s3.get_object(Bucket=lease.bucket, Key=lease.key)["Body"].read())["renewed_at"])
-
-
 def test_the_renewal_thread_keeps_a_short_lease_alive(s3):
     key = run_key()
     with run_key_lease(key, Path("unused")) as lease:
@@ -109,10 +105,10 @@ def test_the_renewal_thread_keeps_a_short_lease_alive(s3):
     ttl = 3.0
     holder = S3Lease(key, "pod-alive", ttl_seconds=ttl)
     holder.acquire()
-    stamps = [_renewed_at(s3, holder)]
+    stamps = [lease_renewed_at(s3, key)]
     deadline = time.monotonic() + 120
     while True:
-        stamped = _renewed_at(s3, holder)
+        stamped = lease_renewed_at(s3, key)
         if stamped != stamps[-1]:
             stamps.append(stamped)
         if stamped >= stamps[0] + 2 * ttl and time.time() - stamped < ttl / 4:
