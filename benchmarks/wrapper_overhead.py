@@ -23,8 +23,8 @@ import torch
 
 from trainer.config import load_config
 from trainer.envs.factory import load_market_data, make_vec_env
-from trainer.hierarchy.controller import worker_has_spare_cores
 from trainer.hierarchy.hierarchical_sac import HierarchicalSAC, build_sac
+from trainer.hierarchy.update_process import UpdateProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,11 +56,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=1024, help="env steps per interleaved slice (0: whole runs)")
     parser.add_argument("--overlap", action=argparse.BooleanOptionalAction, default=True,
-                        help="options.overlap_update: controller updates on a worker thread (default on, as shipped)")
+                        help="options.overlap_update: controller updates beside SAC's (default on, as shipped)")
+    parser.add_argument("--worker", choices=("process", "thread"), default="process",
+                        help="options.overlap_worker: where overlapped updates run (default process, as shipped)")
     args = parser.parse_args()
     overrides = {"sac.torch_threads": args.threads, "sac.learning_starts": 200, "options.warmup_steps": 200,
                  "training.n_envs": args.n_envs}
-    hier_cfg = load_config(ROOT / "configs" / "phase_b1_options.yaml", {**overrides, "options.overlap_update": args.overlap})
+    hier_cfg = load_config(ROOT / "configs" / "phase_b1_options.yaml", {**overrides, "options.overlap_update": args.overlap,
+                                                                              "options.overlap_worker": args.worker})
     plain_cfg = load_config(ROOT / "configs" / "phase_a_baseline.yaml",
                             {k: v for k, v in overrides.items() if not k.startswith("options.")})
     data = load_market_data(hier_cfg)
@@ -70,6 +73,8 @@ def main() -> None:
     for repeat in range(args.repeats):
         plain = build_sac(plain_cfg, make_vec_env(data.features["train"], plain_cfg, args.n_envs, seed=repeat), seed=repeat)
         wrapper = HierarchicalSAC(hier_cfg, make_vec_env(data.features["train"], hier_cfg, args.n_envs, seed=repeat), seed=repeat)
+        if wrapper.learner.cfg.overlap_worker == "process" and UpdateProcess.shared() is not None:
+            UpdateProcess.shared().wait_ready()  # its ~2 s start, once per trainer, overlaps warm-up in real runs
         plain_rate, hier_rate, ratios = interleaved_rates(plain, wrapper, args.steps, args.chunk)
         plain_rates.append(plain_rate)
         hier_rates.append(hier_rate)
@@ -78,7 +83,7 @@ def main() -> None:
 
     plain_best, hier_best = max(plain_rates), max(hier_rates)
     # the learner also asks for idle cores per update: with --threads 2 on 2 cores it keeps them in place
-    overlapped = wrapper.learner.overlaps_updates and worker_has_spare_cores()
+    overlapped = wrapper.learner.last_overlap or "no (in place)"
     print(f"machine: {os.cpu_count()} cores, torch threads {args.threads}, n_envs {args.n_envs}, {args.steps} steps, "
           f"net {hier_cfg.sac.net_arch}, batch {hier_cfg.sac.batch_size}, chunks of {args.chunk or args.steps} steps, "
           f"controller updates overlapped: {overlapped}")

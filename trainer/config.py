@@ -297,9 +297,18 @@ class OptionsConfig(_Strict):
     overlap_update: bool = Field(
         True,
         description=(
-            "Not in the seed: on CPU with the clipped loss, run each controller update on a worker thread while SAC "
-            "takes its gradient step, where cores are left idle (2 x torch threads <= CPUs); bit-identical results "
+            "Not in the seed: on CPU with the clipped loss, run each controller update beside SAC's gradient step "
+            "(where: overlap_worker), where cores are left idle (2 x torch threads <= CPUs); bit-identical results "
             "(benchmarks/wrapper_overhead.py)."
+        ),
+    )
+    overlap_worker: Literal["process", "thread"] = Field(
+        "process",
+        description=(
+            "Not in the seed: where an overlapped update runs. process: one update process per trainer, stepping the "
+            "controller's weights and Adam state in shared memory (a thread took ~0.7 ms of SAC's 19 ms gradient step "
+            "in GIL hand-offs; the process nothing); thread: a worker thread of the trainer (also where no process can "
+            "start). Bit-identical results either way."
         ),
     )
     open_long: OpenLongConfig = Field(default_factory=OpenLongConfig)

@@ -107,7 +107,12 @@ class Reviewer(threading.Thread):
                 )
                 assert listing.status_code == 200, listing.text
                 for detail in listing.json()["hitl_details"]:
-                    self._answer(detail, headers, viewer)
+                    # Answer a question only once its task is parked. The response resumes a task in
+                    # awaiting_input; one that lands between the question's creation and the park
+                    # resumes nothing, and the task then waits forever. PostgreSQL's row locks order
+                    # the two; sqlite has none (a run hung so on 2026-12-07, answered 80 ms after asking).
+                    if detail["task_instance"]["state"] == "awaiting_input":
+                        self._answer(detail, headers, viewer)
                 self.stop.wait(1.0)
         except Exception:  # noqa: BLE001 - reported by the test in the main thread
             self.error = traceback.format_exc()

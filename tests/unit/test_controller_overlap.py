@@ -1,5 +1,6 @@
-"""Controller updates overlapped with SAC (`options.overlap_update`): the gradient step runs on a
-worker thread, and nothing the rollout or a checkpoint sees differs from running it in place."""
+"""Controller updates overlapped with SAC (`options.overlap_update`): the gradient step runs in the
+update process or on a worker thread (`options.overlap_worker`), and nothing the rollout or a
+checkpoint sees differs from running it in place. The process itself: tests/unit/test_update_process.py."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ import numpy as np
 import pytest
 import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
+from support.options_learner import (
+    STATE_DIM,
+    add_choices,
+    assert_same_learner_state,
+    cfg,
+)
 
-from trainer.config import OptionsConfig, load_config
+from trainer.config import load_config
 from trainer.errors import NonFiniteError
 from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 
 B1 = Path(__file__).resolve().parents[2] / "configs" / "phase_b1_options.yaml"
-STATE_DIM = 12
-
-
 @pytest.fixture(autouse=True)
 def one_torch_thread_on_two_cores(monkeypatch):
     """The shipped setting (sac.torch_threads 1) on these 2-core machines: the worker has a spare core."""
@@ -31,27 +35,12 @@ def one_torch_thread_on_two_cores(monkeypatch):
     torch.set_num_threads(previous)
 
 
-def cfg(**overrides) -> OptionsConfig:
-    base = {"state_dim": STATE_DIM, "hidden_dim": 16, "dropout": 0.2, "batch_size": 8, "behaviour_refresh_updates": 3}
-    base.update(overrides)
-    return OptionsConfig(**base)
+WORKERS = ("process", "thread")
 
 
-def add_choices(learner: OptionsLearner, buffer: OptionReplayBuffer, rng: np.random.Generator, n: int = 16) -> np.ndarray:
-    """Choose options for n random states (as the rollout does) and store them as transitions."""
-    states = rng.normal(size=(n, STATE_DIM)).astype(np.float32)
-    masks = np.ones((n, 6), dtype=bool)
-    masks[::4, 3] = False
-    options, log_probs = learner.choose(states, masks)
-    for i in range(n):
-        buffer.add(states[i], options[i], masks[i], rng.normal(), int(rng.integers(1, 9)), states[(i + 1) % n],
-                   bool(rng.random() < 0.2), log_probs[i], learner.effective_temperature, learner.num_updates)
-    return options
-
-
-def rollout(overlap: bool, rounds: int = 12) -> tuple[OptionsLearner, list[np.ndarray], list]:
+def rollout(overlap: bool, rounds: int = 12, worker: str = "process") -> tuple[OptionsLearner, list[np.ndarray], list]:
     """Choices and updates interleaved as in training: an update starts, the rollout chooses, the next one starts."""
-    learner = OptionsLearner(cfg(overlap_update=overlap), seed=4)
+    learner = OptionsLearner(cfg(overlap_update=overlap, overlap_worker=worker), seed=4)
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     chosen, stats = [add_choices(learner, buffer, rng)], []
     for _ in range(rounds):
@@ -84,28 +73,23 @@ def test_dropout_masks_come_from_the_learners_seed():
     assert not torch.equal(first, a._controller(torch.ones(64, STATE_DIM))[1])  # dropout is on
 
 
-def test_overlapped_updates_are_bit_identical_to_updates_in_place():
+@pytest.mark.parametrize("worker", WORKERS)
+def test_overlapped_updates_are_bit_identical_to_updates_in_place(worker):
     """Same choices (the rollout reads the count, the temperature and the behaviour snapshot while an
     update is in flight), same stats, same weights and optimizer state; refreshes included (every 3)."""
-    overlapped, chosen_overlapped, stats_overlapped = rollout(overlap=True)
+    overlapped, chosen_overlapped, stats_overlapped = rollout(overlap=True, worker=worker)
     in_place, chosen_in_place, stats_in_place = rollout(overlap=False)
     assert overlapped.overlaps_updates and not in_place.overlaps_updates
-    assert overlapped._worker is not None and in_place._worker is None  # the worker really ran updates
+    assert overlapped.last_overlap == worker and in_place.last_overlap is None  # the worker really ran updates
     assert all(np.array_equal(a, b) for a, b in zip(chosen_overlapped, chosen_in_place))
     assert stats_overlapped == stats_in_place
     assert overlapped.num_updates == in_place.num_updates == 12
     assert overlapped.current_temperature == in_place.current_temperature
-    left, right = overlapped.state_dict(), in_place.state_dict()
-    for key in ("controller", "behaviour"):
-        assert all(torch.equal(left[key][name], right[key][name]) for name in right[key])
-    assert torch.equal(left["dropout_rng"], right["dropout_rng"])
-    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in left["optimizer"]["state"].values()]
-    expected = [(s["exp_avg"], s["exp_avg_sq"]) for s in right["optimizer"]["state"].values()]
-    assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(moments, expected))
+    assert_same_learner_state(overlapped.state_dict(), in_place.state_dict())
 
 
-def test_an_overlapped_update_runs_on_the_worker_while_the_rollout_goes_on(monkeypatch):
-    learner = OptionsLearner(cfg(overlap_update=True), seed=0)
+def test_an_overlapped_update_runs_on_the_worker_thread_while_the_rollout_goes_on(monkeypatch):
+    learner = OptionsLearner(cfg(overlap_update=True, overlap_worker="thread"), seed=0)
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     release, seen = threading.Event(), {}
@@ -127,8 +111,9 @@ def test_an_overlapped_update_runs_on_the_worker_while_the_rollout_goes_on(monke
     assert stats is not None and learner.last_stats is stats
 
 
-def test_the_update_that_refreshes_the_behaviour_runs_in_place():
-    learner = OptionsLearner(cfg(overlap_update=True, behaviour_refresh_updates=1), seed=0)
+@pytest.mark.parametrize("worker", WORKERS)
+def test_the_update_that_refreshes_the_behaviour_runs_in_place(worker):
+    learner = OptionsLearner(cfg(overlap_update=True, overlap_worker=worker, behaviour_refresh_updates=1), seed=0)
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     learner.start_update(learner.sample_batch(buffer))
@@ -137,14 +122,16 @@ def test_the_update_that_refreshes_the_behaviour_runs_in_place():
     assert all(torch.equal(behaviour[name], controller[name]) for name in controller)
 
 
-def test_a_workers_non_finite_loss_surfaces_when_the_update_is_collected():
-    learner = OptionsLearner(cfg(overlap_update=True), seed=0)
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_workers_non_finite_loss_surfaces_when_the_update_is_collected(worker):
+    learner = OptionsLearner(cfg(overlap_update=True, overlap_worker=worker), seed=0)
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     batch = learner.sample_batch(buffer)
     batch.rewards[0] = np.nan
     before = [p.detach().clone() for p in learner._controller.parameters()]
     learner.start_update(batch)  # returns: the step is on the worker
+    assert learner._pending is not None and learner.last_overlap == worker
     with pytest.raises(NonFiniteError, match="update 1"):
         learner.finish_update()
     # nothing was stepped, counted or annealed
@@ -153,8 +140,9 @@ def test_a_workers_non_finite_loss_surfaces_when_the_update_is_collected():
     assert learner.finish_update() is None  # collected once; the learner is usable again
 
 
-def test_abandon_update_drops_the_workers_error_for_the_callers_own():
-    learner = OptionsLearner(cfg(overlap_update=True), seed=0)
+@pytest.mark.parametrize("worker", WORKERS)
+def test_abandon_update_drops_the_workers_error_for_the_callers_own(worker):
+    learner = OptionsLearner(cfg(overlap_update=True, overlap_worker=worker), seed=0)
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     batch = learner.sample_batch(buffer)
@@ -172,11 +160,12 @@ def test_updates_stay_in_place_where_the_rollout_reads_the_trained_network(overr
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     learner.start_update(learner.sample_batch(buffer))
-    assert learner._pending is None and learner._worker is None
+    assert learner._pending is None and learner.last_overlap is None
 
 
 @pytest.mark.slow
-def test_a_real_run_with_overlap_is_the_run_without():
+@pytest.mark.parametrize("worker", WORKERS)
+def test_a_real_run_with_overlap_is_the_run_without(worker):
     """HierarchicalSAC.learn on the bundled SPY bars: SAC's weights, the controller's, the option
     usage and every monitor record agree bit for bit with overlap_update on and off."""
     from trainer.data.features import compute_features
@@ -193,13 +182,13 @@ def test_a_real_run_with_overlap_is_the_run_without():
             "options.train_freq": 2, "options.behaviour_refresh_updates": 5,
             "options.monitor.window_steps": 50, "options.monitor.collapse_patience": 100,
             "environment.window_size": 10, "environment.episode_length": 60, "options.state_dim": 108,
-            "training.device": "cpu", "options.overlap_update": overlap,
+            "training.device": "cpu", "options.overlap_update": overlap, "options.overlap_worker": worker,
         })
         venv = DummyVecEnv([lambda: TradingEnv(features, config.environment) for _ in range(2)])
         return HierarchicalSAC(config, venv, seed=0).learn(300)
 
     overlapped, in_place = run(True), run(False)
-    assert overlapped.learner._worker is not None and overlapped.learner.num_updates >= 50
+    assert overlapped.learner.last_overlap == worker and overlapped.learner.num_updates >= 50
     assert overlapped.learner._pending is None  # learn() collected the last update
     assert overlapped.monitor.records == in_place.monitor.records
     assert np.array_equal(overlapped.option_env.totals.steps, in_place.option_env.totals.steps)
@@ -218,5 +207,5 @@ def test_updates_overlap_only_where_sac_leaves_cores_idle(monkeypatch, threads, 
     buffer, rng = OptionReplayBuffer(1000, STATE_DIM, 6), np.random.default_rng(0)
     add_choices(learner, buffer, rng)
     learner.start_update(learner.sample_batch(buffer))
-    assert (learner._worker is not None) is overlapped
+    assert (learner.last_overlap == "process") is overlapped
     assert learner.finish_update() is not None

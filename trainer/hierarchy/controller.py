@@ -1,17 +1,20 @@
 """The options controller: which option to run next, learned from SMDP option transitions.
 
 `OptionsController` is the network (state -> option logits, state value). `OptionsLearner` owns
-it with its optimizer and temperature, chooses options, and runs `train_options_controller`,
-written to be read top to bottom against the seed's Fixes 3-5. On CPU an update can run on a
-worker thread while SAC takes its own gradient step (`start_update` / `finish_update`); the
-rollout never sees the difference (see `start_update`).
+it with its optimizer and temperature, chooses options, and trains it (`train_options_controller`;
+the update itself is `gradient_step`, written to be read top to bottom against the seed's Fixes
+3-5). On CPU an update can run in the update process (update_process.py) or on a worker thread
+while SAC takes its own gradient step (`start_update` / `finish_update`); the rollout never sees
+the difference (see `start_update`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +24,16 @@ from torch import nn
 from trainer.config import OptionsConfig
 from trainer.errors import NonFiniteError
 from trainer.hierarchy.option_buffer import OptionBatch, OptionReplayBuffer
+from trainer.hierarchy.update_process import (
+    BatchStaging,
+    LearnerSetup,
+    UpdateProcess,
+    UpdateRequest,
+    as_generator_state,
+    hyperparameters,
+    share_adam_state,
+    share_parameters,
+)
 
 
 def available_cores() -> int:
@@ -162,7 +175,12 @@ class OptionsLearner:
         # the torch thread count is set after the learner is built.
         self.overlaps_updates = cfg.overlap_update and clipped and self.device.type == "cpu"
         self._worker: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
+        self._process: UpdateProcess | None = None  # the update process holding this learner's tensors
+        self._process_key = 0
+        self._process_finalizer: weakref.finalize | None = None
+        self._staging: BatchStaging | None = None  # the batch buffer shared with the process
+        self._pending: Callable[[], ControllerStats] | None = None  # waits for the update in flight
+        self.last_overlap: str | None = None  # where the latest overlapped update ran: "process" or "thread"
         self._before_pending = (0, self.current_temperature)  # the counters to restore if it fails
 
     @property
@@ -241,33 +259,79 @@ class OptionsLearner:
         self._before_pending = (self.num_updates, self.current_temperature)
         self.num_updates += 1
         self.current_temperature = max(self.cfg.min_temperature, self.current_temperature * self.cfg.temperature_decay)
-        step = (self._tensors(batch), temperature, self.current_temperature, update_index, batch.selected_at)
         refresh = self.behaviour is not self._controller and self.num_updates % self.cfg.behaviour_refresh_updates == 0
         if self.overlaps_updates and not refresh and worker_has_spare_cores():
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="options-controller")
-            self._pending = self._worker.submit(self._gradient_step, *step)
+            try:
+                self._pending = self._overlap(batch, temperature, update_index)
+            except Exception:  # the update process is gone: nothing started
+                self._restore_counters()
+                raise
             return
         try:
-            self._collect(self._gradient_step(*step))
+            self._collect(self._gradient_step(self._tensors(batch), temperature, self.current_temperature,
+                                              update_index, batch.selected_at))
         except Exception:
             self._restore_counters()
             raise
         if refresh:
             self.behaviour.load_state_dict(self._controller.state_dict())
 
+    def prepare_overlap(self) -> None:
+        """Start the update process now, where this learner's updates will run there, so its start
+        (about 2 s of imports on the spare core) is over before the first update; call once the torch
+        thread count is set (HierarchicalSAC.learn does)."""
+        if self.overlaps_updates and self.cfg.overlap_worker == "process" and worker_has_spare_cores():
+            UpdateProcess.shared()
+
     def finish_update(self) -> ControllerStats | None:
         """Wait for the update in flight, if any, and return the latest update's stats (re-raising
         what the worker raised, e.g. NonFiniteError)."""
         pending = self._pending
         if pending is not None:
-            error = pending.exception()  # waits; _pending stays set meanwhile, so no reader skips the wait
-            self._pending = None
-            if error is not None:
+            try:
+                stats = pending()  # waits; _pending stays set meanwhile, so no reader skips the wait
+            except Exception:
+                self._pending = None
                 self._restore_counters()
-                raise error
-            self._collect(pending.result())
+                raise
+            self._pending = None
+            self._collect(stats)
         return self._last_stats
+
+    def _overlap(self, batch: OptionBatch, temperature: float, update_index: int) -> Callable[[], ControllerStats]:
+        """Start the update beside the rollout, in the update process (options.overlap_worker: process,
+        where one can start and the optimizer is the learner's Adam, whose state it shares) or on a
+        worker thread; returns what waits for it."""
+        process = UpdateProcess.shared() if self.cfg.overlap_worker == "process" else None
+        if process is not None and type(self.optimizer) is torch.optim.Adam:
+            setup = None
+            if self._process is not process:  # first update there, or new tensors since (load_state_dict)
+                self._staging = BatchStaging(BatchStaging.layout_of(batch))
+                setup = LearnerSetup(self.cfg, share_parameters(self._controller), share_adam_state(self.optimizer),
+                                     self._staging.buffer, self._staging.layout)
+                if self._process_finalizer is not None:
+                    self._process_finalizer()  # the process drops the tensors it held before
+                self._process, self._process_key = process, process.new_key()
+                self._process_finalizer = weakref.finalize(self, process.forget, self._process_key)
+            staged = self._staging.put(batch)  # the previous update was collected: the buffer is free
+            request = UpdateRequest(None if staged else batch, temperature, self.current_temperature, update_index,
+                                    self.dropout_generator.get_state().numpy().tobytes(),
+                                    hyperparameters(self.optimizer), torch.get_num_threads(),
+                                    torch.get_float32_matmul_precision())
+            ticket = process.submit(self._process_key, setup, request)
+            self.last_overlap = "process"
+
+            def collect() -> ControllerStats:
+                stats, generator_state = process.result(ticket)
+                self.dropout_generator.set_state(as_generator_state(generator_state))
+                return stats
+
+            return collect
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="options-controller")
+        self.last_overlap = "thread"
+        return self._worker.submit(self._gradient_step, self._tensors(batch), temperature, self.current_temperature,
+                                   update_index, batch.selected_at).result
 
     def _collect(self, stats: ControllerStats) -> None:
         self._last_stats = stats
@@ -293,116 +357,12 @@ class OptionsLearner:
         update_index: int,
         selected_at: np.ndarray | None,
     ) -> ControllerStats:
-        """The update itself (seed Fixes 3, 4 and 5), at the temperature and update index it started
-        with; it touches only the controller and its optimizer, so it may run on the worker."""
-        clipped = self.cfg.policy_loss == "clipped"
-        controller = self._controller
-
-        # --- algorithm core -------------------------------------------------------------
-        # SMDP option return: the discounted reward collected inside the option, bootstrapped
-        # with the value of the state where it ended (gamma ** duration), unless the episode ended.
-        # Targets come from the noise-free network (eval mode: no dropout), the one that acts.
-        with torch.no_grad():
-            controller.eval()
-            _, next_values = controller(t["next_states"])
-            option_returns = t["rewards"] + (self.cfg.gamma ** t["durations"]) * (1.0 - t["dones"]) * next_values
-
-        # The value head regresses with dropout (train mode). The seed's loss takes its logits from
-        # the same pass; the clipped loss takes them from the noise-free pass, so its ratio compares
-        # the policy that acts now with the one that acted, and nothing else.
-        controller.train()
-        option_logits, predicted_values = controller(t["states"])
-        if clipped:
-            controller.eval()
-            option_logits, _ = controller(t["states"])
-
-        # Fix 3: advantages against the value baseline, normalised to mean 0 / std 1.
-        advantages = option_returns - predicted_values.detach()
-        raw_mean, raw_std = advantages.mean().item(), advantages.std().item()
-        if self.cfg.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + self.cfg.advantage_epsilon)
-
-        # Fix 5: temperature-scaled logits; unavailable options were never choosable.
-        scaled_logits = option_logits / temperature
-        log_probs = masked_log_softmax(scaled_logits, t["masks"])
-        options = t["options"].unsqueeze(1)
-        extra = {}
-        if clipped:
-            # Clipped surrogate (PPO): rho = pi_theta(o|s,m) / mu(o|s,m). pi is taken at the temperature
-            # that chose the sample, so rho measures how far the network moved since, not how far the
-            # annealing schedule moved (the schedule is not the network's doing; Fix 5 stays as it is).
-            log_pi_at_selection = masked_log_softmax(option_logits / t["temperatures"].unsqueeze(1), t["masks"])
-            ratio = torch.exp(log_pi_at_selection.gather(1, options).squeeze(1) - t["behaviour_log_probs"])
-            eps = self.cfg.clip_range
-            surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages)
-            policy_loss = -surrogate.mean()
-            with torch.no_grad():
-                extra = {
-                    "clip_fraction": ((ratio - 1.0).abs() > eps).float().mean().item(),
-                    "approx_kl": ((ratio - 1.0) - torch.log(ratio)).mean().item(),
-                    "sample_age": float(update_index - selected_at.mean()) if selected_at is not None else 0.0,
-                }
-        else:
-            # The seed's loss, kept for reproduction: no importance ratio, so a replayed sample with
-            # A < 0 keeps pushing its option's probability down however small it already is.
-            policy_loss = -(log_probs.gather(1, options).squeeze(1) * advantages).mean()
-
-        value_loss = nn.functional.mse_loss(predicted_values, option_returns)
-
-        # Fix 4: entropy bonus keeps all options in play (masked entries contribute 0, not NaN).
-        probs = torch.softmax(scaled_logits.masked_fill(~t["masks"], float("-inf")), dim=-1)
-        entropy = -(probs * log_probs.masked_fill(~t["masks"], 0.0)).sum(dim=-1).mean()
-        entropy_bonus_loss = -self.cfg.entropy_bonus * entropy
-
-        total_loss = policy_loss + self.cfg.value_loss_weight * value_loss + entropy_bonus_loss
-        if clipped and self.cfg.target_kl is not None and extra["approx_kl"] > self.cfg.target_kl:
-            # At a low temperature one Adam step moves pi far past the clip, where no sample's gradient
-            # pulls it back; past target_kl the policy waits for the next snapshot.
-            extra["policy_held"] = True
-            total_loss = self.cfg.value_loss_weight * value_loss
-        if not torch.isfinite(total_loss):
-            raise NonFiniteError(
-                f"options controller loss is not finite at update {update_index + 1} "
-                f"(policy {policy_loss.item()}, value {value_loss.item()}, entropy {entropy.item()})"
-            )
-        self.optimizer.zero_grad()
-        total_loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(controller.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        # Fix 5's annealing after the step is start_update's (the rollout reads it before this ends).
-        # --- end of algorithm core -------------------------------------------------------
-
-        controller.eval()
-        return ControllerStats(
-            policy_loss=policy_loss.item(),
-            value_loss=value_loss.item(),
-            entropy=entropy.item(),
-            grad_norm=float(grad_norm),
-            advantage_mean=raw_mean,
-            advantage_std=raw_std,
-            temperature=annealed_temperature,
-            **extra,
-        )
+        """The update in this process (in place, or on the worker thread)."""
+        return gradient_step(self.cfg, self._controller, self.optimizer, t, temperature, annealed_temperature,
+                             update_index, selected_at)
 
     def _tensors(self, batch: OptionBatch) -> dict[str, torch.Tensor]:
-        # A batch's arrays are the buffer's rows copied out (fancy indexing), so a worker reading
-        # these never races the rollout's writes into the buffer.
-        def tensor(values, dtype=None):
-            return torch.as_tensor(values, device=self.device, dtype=dtype)
-
-        out = {
-            "states": tensor(batch.states),
-            "next_states": tensor(batch.next_states),
-            "options": tensor(batch.options),
-            "masks": tensor(batch.masks),
-            "rewards": tensor(batch.rewards),
-            "durations": tensor(batch.durations, torch.float32),
-            "dones": tensor(batch.dones, torch.float32),
-        }
-        if batch.behaviour_log_probs is not None:
-            out["behaviour_log_probs"] = tensor(batch.behaviour_log_probs, torch.float32)
-            out["temperatures"] = tensor(batch.temperatures, torch.float32)
-        return out
+        return batch_tensors(batch, self.device)
 
     # ---------------------------------------------------------------- persistence
 
@@ -424,7 +384,8 @@ class OptionsLearner:
         self.finish_update()
         self._controller.load_state_dict(state["controller"])
         self.behaviour.load_state_dict(state.get("behaviour", state["controller"]))
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # new state tensors: shared anew at the next update
+        self._process = None
         self.current_temperature = float(state["current_temperature"])
         self.num_updates = int(state["num_updates"])
         self.policy_held_updates = int(state.get("policy_held_updates", 0))  # absent before target_kl
@@ -433,3 +394,125 @@ class OptionsLearner:
             self.sample_rng.bit_generator.state = state["sample_rng"]
         if "dropout_rng" in state:  # absent from checkpoints written while dropout drew from torch's global RNG
             self.dropout_generator.set_state(state["dropout_rng"])
+
+
+def gradient_step(
+    cfg: OptionsConfig,
+    controller: OptionsController,
+    optimizer: torch.optim.Optimizer,
+    t: dict[str, torch.Tensor],
+    temperature: float,
+    annealed_temperature: float,
+    update_index: int,
+    selected_at: np.ndarray | None,
+) -> ControllerStats:
+    """The update itself (seed Fixes 3, 4 and 5), at the temperature and update index it started
+    with; it touches only the controller and its optimizer, so it may run on the worker."""
+    clipped = cfg.policy_loss == "clipped"
+
+    # --- algorithm core -------------------------------------------------------------
+    # SMDP option return: the discounted reward collected inside the option, bootstrapped
+    # with the value of the state where it ended (gamma ** duration), unless the episode ended.
+    # Targets come from the noise-free network (eval mode: no dropout), the one that acts.
+    with torch.no_grad():
+        controller.eval()
+        _, next_values = controller(t["next_states"])
+        option_returns = t["rewards"] + (cfg.gamma ** t["durations"]) * (1.0 - t["dones"]) * next_values
+
+    # The value head regresses with dropout (train mode). The seed's loss takes its logits from
+    # the same pass; the clipped loss takes them from the noise-free pass, so its ratio compares
+    # the policy that acts now with the one that acted, and nothing else.
+    controller.train()
+    option_logits, predicted_values = controller(t["states"])
+    if clipped:
+        controller.eval()
+        option_logits, _ = controller(t["states"])
+
+    # Fix 3: advantages against the value baseline, normalised to mean 0 / std 1.
+    advantages = option_returns - predicted_values.detach()
+    raw_mean, raw_std = advantages.mean().item(), advantages.std().item()
+    if cfg.normalize_advantages and advantages.numel() > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + cfg.advantage_epsilon)
+
+    # Fix 5: temperature-scaled logits; unavailable options were never choosable.
+    scaled_logits = option_logits / temperature
+    log_probs = masked_log_softmax(scaled_logits, t["masks"])
+    options = t["options"].unsqueeze(1)
+    extra = {}
+    if clipped:
+        # Clipped surrogate (PPO): rho = pi_theta(o|s,m) / mu(o|s,m). pi is taken at the temperature
+        # that chose the sample, so rho measures how far the network moved since, not how far the
+        # annealing schedule moved (the schedule is not the network's doing; Fix 5 stays as it is).
+        log_pi_at_selection = masked_log_softmax(option_logits / t["temperatures"].unsqueeze(1), t["masks"])
+        ratio = torch.exp(log_pi_at_selection.gather(1, options).squeeze(1) - t["behaviour_log_probs"])
+        eps = cfg.clip_range
+        surrogate = torch.min(ratio * advantages, torch.clamp(ratio, 1.0 - eps, 1.0 + eps) * advantages)
+        policy_loss = -surrogate.mean()
+        with torch.no_grad():
+            extra = {
+                "clip_fraction": ((ratio - 1.0).abs() > eps).float().mean().item(),
+                "approx_kl": ((ratio - 1.0) - torch.log(ratio)).mean().item(),
+                "sample_age": float(update_index - selected_at.mean()) if selected_at is not None else 0.0,
+            }
+    else:
+        # The seed's loss, kept for reproduction: no importance ratio, so a replayed sample with
+        # A < 0 keeps pushing its option's probability down however small it already is.
+        policy_loss = -(log_probs.gather(1, options).squeeze(1) * advantages).mean()
+
+    value_loss = nn.functional.mse_loss(predicted_values, option_returns)
+
+    # Fix 4: entropy bonus keeps all options in play (masked entries contribute 0, not NaN).
+    probs = torch.softmax(scaled_logits.masked_fill(~t["masks"], float("-inf")), dim=-1)
+    entropy = -(probs * log_probs.masked_fill(~t["masks"], 0.0)).sum(dim=-1).mean()
+    entropy_bonus_loss = -cfg.entropy_bonus * entropy
+
+    total_loss = policy_loss + cfg.value_loss_weight * value_loss + entropy_bonus_loss
+    if clipped and cfg.target_kl is not None and extra["approx_kl"] > cfg.target_kl:
+        # At a low temperature one Adam step moves pi far past the clip, where no sample's gradient
+        # pulls it back; past target_kl the policy waits for the next snapshot.
+        extra["policy_held"] = True
+        total_loss = cfg.value_loss_weight * value_loss
+    if not torch.isfinite(total_loss):
+        raise NonFiniteError(
+            f"options controller loss is not finite at update {update_index + 1} "
+            f"(policy {policy_loss.item()}, value {value_loss.item()}, entropy {entropy.item()})"
+        )
+    optimizer.zero_grad()
+    total_loss.backward()
+    grad_norm = nn.utils.clip_grad_norm_(controller.parameters(), cfg.grad_clip)
+    optimizer.step()
+    # Fix 5's annealing after the step is start_update's (the rollout reads it before this ends).
+    # --- end of algorithm core -------------------------------------------------------
+
+    controller.eval()
+    return ControllerStats(
+        policy_loss=policy_loss.item(),
+        value_loss=value_loss.item(),
+        entropy=entropy.item(),
+        grad_norm=float(grad_norm),
+        advantage_mean=raw_mean,
+        advantage_std=raw_std,
+        temperature=annealed_temperature,
+        **extra,
+    )
+
+
+def batch_tensors(batch: OptionBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    # A batch's arrays are the buffer's rows copied out (fancy indexing), so a worker reading
+    # these never races the rollout's writes into the buffer.
+    def tensor(values, dtype=None):
+        return torch.as_tensor(values, device=device, dtype=dtype)
+
+    out = {
+        "states": tensor(batch.states),
+        "next_states": tensor(batch.next_states),
+        "options": tensor(batch.options),
+        "masks": tensor(batch.masks),
+        "rewards": tensor(batch.rewards),
+        "durations": tensor(batch.durations, torch.float32),
+        "dones": tensor(batch.dones, torch.float32),
+    }
+    if batch.behaviour_log_probs is not None:
+        out["behaviour_log_probs"] = tensor(batch.behaviour_log_probs, torch.float32)
+        out["temperatures"] = tensor(batch.temperatures, torch.float32)
+    return out

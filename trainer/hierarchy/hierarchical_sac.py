@@ -116,6 +116,7 @@ class HierarchicalSAC:
 
     def learn(self, total_timesteps: int, callback=None, reset_num_timesteps: bool = True) -> "HierarchicalSAC":
         callbacks = [self.controller_training, self.monitor] + ([callback] if callback else [])
+        self.learner.prepare_overlap()  # the update process starts during the warm-up, not at the first update
         try:
             self.model.learn(total_timesteps, callback=CallbackList(callbacks), reset_num_timesteps=reset_num_timesteps)
         except BaseException:
