@@ -1,4 +1,4 @@
-"""Fixtures shared by the unit tests that need a real MLflow store."""
+"""Fixtures shared by unit test modules: a real MLflow store, the shipped torch threading."""
 
 from __future__ import annotations
 
@@ -14,3 +14,18 @@ def local_store(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         yield state
+
+
+@pytest.fixture
+def one_torch_thread_on_two_cores(monkeypatch):
+    """The shipped setting (sac.torch_threads 1) on these 2-core machines: an overlapped controller
+    update has a spare core, whatever this box has. Used by the controller-overlap modules."""
+    import torch
+
+    from trainer.hierarchy import controller
+
+    monkeypatch.setattr(controller, "available_cores", lambda: 2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

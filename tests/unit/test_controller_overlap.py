@@ -25,14 +25,8 @@ from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 
 B1 = Path(__file__).resolve().parents[2] / "configs" / "phase_b1_options.yaml"
-@pytest.fixture(autouse=True)
-def one_torch_thread_on_two_cores(monkeypatch):
-    """The shipped setting (sac.torch_threads 1) on these 2-core machines: the worker has a spare core."""
-    monkeypatch.setattr(controller_module, "available_cores", lambda: 2)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread_on_two_cores")
 
 
 WORKERS = ("process", "thread")

@@ -22,21 +22,13 @@ from support.options_learner import (
     cfg,
 )
 
-from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from trainer.hierarchy.update_process import UpdateProcess, UpdateProcessError
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread_on_two_cores(monkeypatch):
-    monkeypatch.setattr(controller_module, "available_cores", lambda: 2)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread_on_two_cores")
 
 
 def trained(learner: OptionsLearner, rounds: int, seed: int = 0) -> OptionsLearner:
