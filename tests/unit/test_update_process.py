@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,20 @@ from support.options_learner import (
     cfg,
 )
 
+from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
-from trainer.hierarchy.update_process import UpdateProcess, UpdateProcessError
+from trainer.hierarchy.update_process import (
+    BatchStaging,
+    LearnerSetup,
+    UpdateProcess,
+    UpdateProcessError,
+    UpdateRequest,
+    hyperparameters,
+    serve,
+    share_adam_state,
+    share_parameters,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,6 +145,7 @@ sys.path[:0] = [{root!r}, {tests!r}]
 print("script ran", flush=True)
 import numpy as np, torch
 from trainer.hierarchy import controller
+from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from support.options_learner import STATE_DIM, add_choices, cfg
@@ -160,3 +174,36 @@ def test_a_script_without_a_main_guard_runs_once_survives_a_group_sigterm_and_ex
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("script ran") == 1
     assert "updates 2 process True sigterm 1" in done.stdout
+
+
+def test_an_update_error_that_does_not_pickle_reaches_the_parent_as_its_own_text(monkeypatch):
+    """The reply carries the update's error; one pickle cannot carry (a local class) arrives as
+    RuntimeError("<type>: <message>"), not as the pickling error that hid it."""
+
+    class LocalError(Exception):
+        pass
+
+    def failing_step(*args, **kwargs):
+        raise LocalError("the batch holds no transition")
+
+    monkeypatch.setattr(controller_module, "gradient_step", failing_step)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # serve runs on a thread of this process here
+    learner = OptionsLearner(cfg(), seed=0)
+    buffer = OptionReplayBuffer(1000, STATE_DIM, 6)
+    add_choices(learner, buffer, np.random.default_rng(0))
+    batch = learner.sample_batch(buffer)
+    staging = BatchStaging(BatchStaging.layout_of(batch))
+    setup = LearnerSetup(learner.cfg, share_parameters(learner.controller), share_adam_state(learner.optimizer),
+                         staging.buffer, staging.layout)
+    request = UpdateRequest(batch, 1.0, 1.0, 0, learner.dropout_generator.get_state().numpy().tobytes(),
+                            hyperparameters(learner.optimizer), 1, "highest")
+    parent, child = multiprocessing.Pipe()
+    server = threading.Thread(target=serve, args=(child,), daemon=True)
+    server.start()
+    parent.send(("update", 7, 0, setup, request))
+    ticket, stats, generator_state, error = parent.recv()
+    parent.close()
+    server.join(timeout=30)
+    assert (ticket, stats, generator_state) == (7, None, None)
+    assert isinstance(error, RuntimeError) and str(error) == "LocalError: the batch holds no transition"
+    assert not server.is_alive()  # it left its loop when the pipe closed

@@ -304,7 +304,8 @@ def serve(connection) -> None:
             reply = (ticket, None, None, error)
         try:
             connection.send(reply)
-        except Exception as error:  # an error that does not pickle: send its text
+        except Exception as send_error:  # the update's error does not pickle (nothing was sent): send its text
+            error = reply[3] if reply[3] is not None else send_error
             connection.send((ticket, None, None, RuntimeError(f"{type(error).__name__}: {error}")))
 
 
