@@ -14,7 +14,7 @@
 # Run it on the GPU machine from the repository root with the venv built (`make` or
 # `pip install -r requirements.lock` + CUDA torch).
 # Prints, per run: wall time, env steps/s, SAC gradient updates/s, peak GPU memory, and the
-# extrapolated 500k wall time; then the device.
+# extrapolated 500k wall time; then the device. Exits 1 when a run failed, 2 on a usage error.
 set -euo pipefail
 
 STEPS=8000
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --paths) PATHS="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
     --budget) BUDGET="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "gpu_full_run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -54,6 +54,7 @@ EVAL=$(( STEPS * 15000 / 500000 ))
 declare -A CONFIG=([hier]=configs/phase_b1_options.yaml [plain]=configs/phase_a_baseline.yaml)
 declare -A FLAGS=([sb3]="" [compile]="--set sac.compile=true" [cuda_graphs]="--set sac.cuda_graphs=true")
 
+FAILED=0
 for algo in $ONLY; do
   for path in $PATHS; do
     run="$OUT/$algo-$path"
@@ -72,6 +73,7 @@ for algo in $ONLY; do
       [ "$status" -eq 124 ] && reason="out of the budget" || reason="exit $status"
       echo "   failed ($reason); last lines of $run.log:" >&2
       tail -5 "$run.log" >&2
+      FAILED=$(( FAILED + 1 ))
     fi
   done
 done
@@ -94,3 +96,7 @@ for summary in sorted(out.glob("*/summary.json")):
           f"{s.get('gpu_max_memory_mb') or 0:>9.0f}{full:>22}")
 print(f"(runs and logs in {out})")
 PY
+if [ "$FAILED" -gt 0 ]; then
+  echo "gpu_full_run.sh: $FAILED run(s) failed (their logs are named above)" >&2
+  exit 1
+fi
