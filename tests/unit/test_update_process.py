@@ -145,7 +145,6 @@ sys.path[:0] = [{root!r}, {tests!r}]
 print("script ran", flush=True)
 import numpy as np, torch
 from trainer.hierarchy import controller
-from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
 from support.options_learner import STATE_DIM, add_choices, cfg
