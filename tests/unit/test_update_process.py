@@ -27,17 +27,7 @@ from support.options_learner import (
 from trainer.hierarchy import controller as controller_module
 from trainer.hierarchy.controller import OptionsLearner
 from trainer.hierarchy.option_buffer import OptionReplayBuffer
-from trainer.hierarchy.update_process import (
-    BatchStaging,
-    LearnerSetup,
-    UpdateProcess,
-    UpdateProcessError,
-    UpdateRequest,
-    hyperparameters,
-    serve,
-    share_adam_state,
-    share_parameters,
-)
+from trainer.hierarchy.update_process import UpdateProcess, UpdateProcessError, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,6 +89,7 @@ def test_a_checkpoint_loaded_mid_run_is_shared_anew(tmp_path):
 
 def test_a_learner_that_is_gone_is_dropped_by_the_process():
     process = UpdateProcess.shared()
+    gc.collect()  # learners earlier tests left in reference cycles go now, not in the count below
     held = process.wait_ready()
     learner = trained(OptionsLearner(cfg(overlap_update=True), seed=0), rounds=1)
     assert process.wait_ready() == held + 1
@@ -191,11 +182,7 @@ def test_an_update_error_that_does_not_pickle_reaches_the_parent_as_its_own_text
     buffer = OptionReplayBuffer(1000, STATE_DIM, 6)
     add_choices(learner, buffer, np.random.default_rng(0))
     batch = learner.sample_batch(buffer)
-    staging = BatchStaging(BatchStaging.layout_of(batch))
-    setup = LearnerSetup(learner.cfg, share_parameters(learner.controller), share_adam_state(learner.optimizer),
-                         staging.buffer, staging.layout)
-    request = UpdateRequest(batch, 1.0, 1.0, 0, learner.dropout_generator.get_state().numpy().tobytes(),
-                            hyperparameters(learner.optimizer), 1, "highest")
+    setup, request = learner._share_for_process(batch), learner._update_request(batch, 1.0, update_index=0)
     parent, child = multiprocessing.Pipe()
     server = threading.Thread(target=serve, args=(child,), daemon=True)
     server.start()

@@ -306,19 +306,14 @@ class OptionsLearner:
         if process is not None and type(self.optimizer) is torch.optim.Adam:
             setup = None
             if self._process is not process:  # first update there, or new tensors since (load_state_dict)
-                self._staging = BatchStaging(BatchStaging.layout_of(batch))
-                setup = LearnerSetup(self.cfg, share_parameters(self._controller), share_adam_state(self.optimizer),
-                                     self._staging.buffer, self._staging.layout)
+                setup = self._share_for_process(batch)
                 if self._process_finalizer is not None:
                     self._process_finalizer()  # the process drops the tensors it held before
                 self._process, self._process_key = process, process.new_key()
                 self._process_finalizer = weakref.finalize(self, process.forget, self._process_key)
             staged = self._staging.put(batch)  # the previous update was collected: the buffer is free
-            request = UpdateRequest(None if staged else batch, temperature, self.current_temperature, update_index,
-                                    self.dropout_generator.get_state().numpy().tobytes(),
-                                    hyperparameters(self.optimizer), torch.get_num_threads(),
-                                    torch.get_float32_matmul_precision())
-            ticket = process.submit(self._process_key, setup, request)
+            ticket = process.submit(self._process_key, setup,
+                                    self._update_request(None if staged else batch, temperature, update_index))
             self.last_overlap = "process"
 
             def collect() -> ControllerStats:
@@ -332,6 +327,20 @@ class OptionsLearner:
         self.last_overlap = "thread"
         return self._worker.submit(self._gradient_step, self._tensors(batch), temperature, self.current_temperature,
                                    update_index, batch.selected_at).result
+
+    def _share_for_process(self, batch: OptionBatch) -> LearnerSetup:
+        """Move the controller's weights and Adam's state into shared memory, with a staging buffer
+        shaped like `batch`: what the update process needs once to step them where they lie."""
+        self._staging = BatchStaging(BatchStaging.layout_of(batch))
+        return LearnerSetup(self.cfg, share_parameters(self._controller), share_adam_state(self.optimizer),
+                            self._staging.buffer, self._staging.layout)
+
+    def _update_request(self, batch: OptionBatch | None, temperature: float, update_index: int) -> UpdateRequest:
+        """One update for the process (`batch` None: it is in the staging buffer), with everything
+        else the update reads here, so it computes what an update in place would."""
+        return UpdateRequest(batch, temperature, self.current_temperature, update_index,
+                             self.dropout_generator.get_state().numpy().tobytes(), hyperparameters(self.optimizer),
+                             torch.get_num_threads(), torch.get_float32_matmul_precision())
 
     def _collect(self, stats: ControllerStats) -> None:
         self._last_stats = stats
