@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Exit codes: 0 ok, 1 verdict 'no' (invalid data, failed gate, collapse abort), "
-            "2 error (bad input, unreachable service), 75 preempted (checkpoint written; retry with --resume). "
+            "2 error (bad input, unreachable service), 73 busy (another trainer holds the run directory's lease; "
+            "retry later), 75 preempted (checkpoint written; retry with --resume). "
             "MLflow: MLFLOW_TRACKING_URI (default: sqlite store under ./state/mlflow). "
             "S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL."
         ),

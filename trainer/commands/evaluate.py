@@ -20,7 +20,6 @@ def register(subparsers) -> None:
             "run's costs. Writes <run>/evaluation.json (metrics, statistics) and <run>/backtest.csv (per bar); "
             "logs the metrics to the run's MLflow run."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--run", required=True, help="run directory written by `trainer train`")
     parser.add_argument("--data", help="data source (default: the one the run trained on)")
