@@ -7,6 +7,7 @@ clear TrainerError naming the tracking URI instead of a traceback.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from trainer.errors import TrainerError
@@ -24,6 +25,17 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
         else:
             flat[name] = str(value)[:500]
     return flat
+
+
+def dataset_source(source: str):
+    """MLflow's DatasetSource for a data path or URI (`s3://...`: an S3 source, a path: a local one)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():
+        # MLflow 3 registers two classes named LocalArtifactDatasetSource and warns on every local
+        # path that it "can be interpreted in multiple ways"; both give the same source.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+        return resolve_dataset_source(str(source))
 
 
 class RunTracker:
@@ -74,7 +86,8 @@ class RunTracker:
         from mlflow.entities import DatasetInput, InputTag
 
         frame = data.frame.reset_index()
-        dataset = mlflow.data.from_pandas(frame, source=data.source, name=data.symbol, digest=data.digest[:20])
+        dataset = mlflow.data.from_pandas(frame, source=dataset_source(data.source), name=data.symbol,
+                                          digest=data.digest[:20])
         entity = dataset._to_mlflow_entity()
         self._client.log_inputs(self.run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
 
