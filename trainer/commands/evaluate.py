@@ -3,8 +3,6 @@ champion on the same bars. The workflow is trainer/evaluation/workflow.py; this 
 
 from __future__ import annotations
 
-import argparse
-
 from trainer.errors import EXIT_OK
 
 

@@ -4,8 +4,6 @@ The command parses its arguments into a config; trainer.training.runner.train_ru
 
 from __future__ import annotations
 
-import argparse
-
 from trainer.errors import EXIT_FAILED, EXIT_OK
 
 
