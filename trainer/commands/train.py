@@ -29,8 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint, exactly where it stopped (refused when "
                         "--n-envs, sac.buffer_size or options.option_buffer_size differ from the checkpoint's); "
                         "no-op when the run already completed")
-    parser.add_argument("--profile", default="adhoc", help="pipeline profile recorded on the run (demo, production, ...; default: adhoc)")
-    parser.add_argument("--stage", default="full", choices=["smoke", "full", "baseline"], help="pipeline stage recorded on the run (default: full)")
+    parser.add_argument("--profile", default="adhoc",
+                        help="pipeline profile recorded on the run (demo, production, ...; default: adhoc)")
+    parser.add_argument("--stage", default="full", choices=["smoke", "full", "baseline"],
+                        help="pipeline stage recorded on the run (default: full)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override any config key, e.g. --set options.entropy_bonus=0.02 (repeatable)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (local experiments)")
